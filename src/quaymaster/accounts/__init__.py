@@ -1,0 +1,1 @@
+"""Users (and later orgs and robots, in the same namespace table), credentials, tokens, permissions."""

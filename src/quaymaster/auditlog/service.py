@@ -1,0 +1,84 @@
+"""Writing action logs. Entries are buffered and written in batches so that logging every pull
+does not put a database write on the pull path; a clean shutdown flushes the buffer."""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quaymaster.auditlog.models import LogEntry
+from quaymaster.db.base import utcnow
+from quaymaster.db.engine import Database
+
+log = logging.getLogger(__name__)
+
+# Quay's log kind names for what the registry core does.
+KINDS = frozenset({
+    "login_success", "login_failure", "push_repo", "pull_repo", "create_repo", "delete_tag",
+    "create_tag", "move_tag", "revert_tag", "delete_repo", "user_create", "push_repo_failed",
+    "pull_repo_failed",
+})
+
+
+@dataclass
+class Entry:
+    kind: str
+    account_id: int | None = None
+    performer_id: int | None = None
+    repository_id: int | None = None
+    ip: str | None = None
+    metadata: dict = field(default_factory=dict)
+    datetime: datetime = field(default_factory=utcnow)
+
+
+class AuditLog:
+    def __init__(self, db: Database, flush_every_s: float = 0.5, max_buffer: int = 500):
+        self.db = db
+        self.flush_every_s = flush_every_s
+        self.max_buffer = max_buffer
+        self._buffer: list[Entry] = []
+        self._lock = asyncio.Lock()
+
+    def record(self, kind: str, **kwargs) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown log kind {kind!r}")
+        self._buffer.append(Entry(kind=kind, **kwargs))
+        if len(self._buffer) >= self.max_buffer:
+            asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._buffer:
+                return
+            batch, self._buffer = self._buffer, []
+            rows = [
+                {"kind": e.kind, "account_id": e.account_id, "performer_id": e.performer_id,
+                 "repository_id": e.repository_id, "ip": e.ip, "metadata_json": e.metadata,
+                 "datetime": e.datetime}
+                for e in batch
+            ]
+            try:
+                async with self.db.write() as session:
+                    await session.execute(insert(LogEntry), rows)
+            except Exception:
+                log.exception("could not write %d action log entries; keeping them for retry", len(rows))
+                self._buffer = batch + self._buffer
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_every_s)
+            await self.flush()
+
+
+async def entries(session: AsyncSession, *, repository_id: int | None = None,
+                  account_id: int | None = None, limit: int = 100) -> list[LogEntry]:
+    """Newest first; the REST API builds on this."""
+    q = select(LogEntry).order_by(LogEntry.datetime.desc(), LogEntry.id.desc()).limit(limit)
+    if repository_id is not None:
+        q = q.where(LogEntry.repository_id == repository_id)
+    if account_id is not None:
+        q = q.where(LogEntry.account_id == account_id)
+    return list((await session.scalars(q)).all())

@@ -1,0 +1,1 @@
+"""The `quaymaster` command: one module per subcommand."""

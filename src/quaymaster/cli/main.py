@@ -1,0 +1,19 @@
+"""Entry point: `quaymaster <command>`."""
+
+import click
+
+from quaymaster import __version__
+from quaymaster.cli.migrate import migrate
+from quaymaster.cli.registry import registry
+from quaymaster.cli.user import user
+
+
+@click.group()
+@click.version_option(__version__, prog_name="quaymaster")
+def main() -> None:
+    """Quaymaster: a container image registry compatible with Red Hat Quay."""
+
+
+main.add_command(registry)
+main.add_command(user)
+main.add_command(migrate)

@@ -1,0 +1,1 @@
+"""Repositories, manifests, blobs and tags (with history): the registry's content."""

@@ -1,0 +1,20 @@
+"""The runtime services one process shares: built once from settings, handed to every handler."""
+
+from dataclasses import dataclass, field
+
+from quaymaster.accounts.tokens import InstanceKeys
+from quaymaster.auditlog.service import AuditLog
+from quaymaster.db.engine import Database
+from quaymaster.registry.hashing import HashCache
+from quaymaster.settings import Settings
+from quaymaster.storage import DistributedStorage
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    storage: DistributedStorage
+    keys: InstanceKeys
+    audit: AuditLog
+    hashes: HashCache = field(default_factory=HashCache)

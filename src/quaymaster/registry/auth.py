@@ -1,0 +1,197 @@
+"""Docker token auth: the /v2/auth token service and bearer-token checks on /v2 routes."""
+
+import base64
+import binascii
+import logging
+import re
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from quaymaster.accounts import service as accounts
+from quaymaster.accounts.permissions import ADMIN, CREATE, PULL, PUSH, RepoTarget, authorize
+from quaymaster.accounts.service import ANONYMOUS, Identity
+from quaymaster.accounts.tokens import ANONYMOUS_SUBJECT, TOKEN_LIFETIME_S, TokenClaims, TokenError
+from quaymaster.content import service as content
+from quaymaster.content.models import RepositoryState
+from quaymaster.context import AppContext
+from quaymaster.oci.errors import OCIError
+from quaymaster.oci.reference import split_repository
+from quaymaster.registry.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+_SCOPE_RE = re.compile(r"^repository:([^:]+):([a-z*,]*)$")
+ACTION_ORDER = ("pull", "push", "*")
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def challenge(ctx: AppContext, scope: str | None = None, error: str | None = None) -> dict[str, str]:
+    s = ctx.settings
+    value = f'Bearer realm="{s.base_url}/v2/auth",service="{s.SERVER_HOSTNAME}"'
+    if scope:
+        value += f',scope="{scope}"'
+    if error:
+        value += f',error="{error}"'
+    return {"WWW-Authenticate": value}
+
+
+def unauthorized(ctx: AppContext, message: str, scope: str | None = None) -> RegistryError:
+    return RegistryError("UNAUTHORIZED", message, headers=challenge(ctx, scope))
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+async def _authenticate(ctx: AppContext, request: Request) -> Identity | None:
+    """Identity for the Basic credentials, ANONYMOUS if none were sent, None if they are wrong."""
+    creds = _basic_credentials(request)
+    if creds is None:
+        return ANONYMOUS
+    username, password = creds
+    async with ctx.db.write() as session:
+        user = await accounts.verify_password(session, username, password)
+    if user is None:
+        if ctx.settings.ACTION_LOG_AUDIT_LOGIN_FAILURES:
+            ctx.audit.record("login_failure", ip=client_ip(request),
+                             metadata={"type": "v2auth", "username": username[:255]})
+        return None
+    return Identity(user_id=user.id, username=user.username, kind="user",
+                    superuser=ctx.settings.is_superuser(user.username))
+
+
+def _parse_scopes(ctx: AppContext, request: Request) -> list[tuple[str, set[str]]]:
+    """repository scopes as (ns/name, actions); an optional SERVER_HOSTNAME/ prefix is dropped."""
+    out = []
+    for raw in request.query_params.getlist("scope"):
+        for scope in raw.split(" "):
+            if not scope or scope.startswith("registry:"):
+                continue  # registry:catalog:* needs no grant: the catalog filters by visibility
+            m = _SCOPE_RE.match(scope)
+            if not m:
+                raise RegistryError("INVALID_REQUEST", f"unable to parse scope {scope!r}")
+            name = m.group(1).removeprefix(ctx.settings.SERVER_HOSTNAME + "/")
+            out.append((name, {a for a in m.group(2).split(",") if a}))
+    return out
+
+
+async def _grant(ctx: AppContext, identity: Identity, name: str, wanted: set[str],
+                 request: Request) -> list[str]:
+    """The subset of `wanted` this identity gets on `name`; push may create the repository."""
+    try:
+        namespace, repo_name = split_repository(name)
+    except OCIError:
+        return []
+    anon_ok = ctx.settings.FEATURE_ANONYMOUS_ACCESS
+    async with ctx.db.read() as session:
+        repo = await content.get_repository(session, namespace, repo_name)
+    if repo is None and "push" in wanted and not identity.anonymous:
+        repo = await _create_on_push(ctx, identity, namespace, repo_name, request)
+    if repo is None:
+        return []
+    target = RepoTarget(namespace_id=repo.namespace_id, visibility=repo.visibility)
+    granted = []
+    if "pull" in wanted and authorize(identity, PULL, target, anonymous_access=anon_ok):
+        granted.append("pull")
+    if "push" in wanted and repo.state == RepositoryState.NORMAL and authorize(identity, PUSH, target):
+        granted.append("push")
+    if "*" in wanted and repo.state == RepositoryState.NORMAL and authorize(identity, ADMIN, target):
+        granted.append("*")
+    return granted
+
+
+async def _create_on_push(ctx: AppContext, identity: Identity, namespace: str, name: str,
+                          request: Request) -> content.RepoRef | None:
+    """Quay creates the repository when a push scope is granted for a missing one."""
+    async with ctx.db.write() as session:
+        ns = await accounts.get_namespace(session, namespace)
+        if ns is None or not authorize(identity, CREATE, RepoTarget(namespace_id=ns.id, exists=False)):
+            return None
+        repo = await content.get_repository(session, namespace, name)  # lost a race: reuse
+        if repo is None:
+            visibility = "private" if ctx.settings.CREATE_PRIVATE_REPO_ON_PUSH else "public"
+            repo = await content.create_repository(session, ns, name, visibility)
+            ctx.audit.record("create_repo", account_id=ns.id, performer_id=identity.user_id,
+                             repository_id=repo.id, ip=client_ip(request),
+                             metadata={"repo": name, "namespace": namespace, "visibility": visibility,
+                                       "via": "push"})
+        return repo
+
+
+async def token_endpoint(request: Request) -> JSONResponse:
+    ctx: AppContext = request.app.state.ctx
+    try:
+        identity = await _authenticate(ctx, request)
+        if identity is None:
+            raise unauthorized(ctx, "invalid username or password")
+        scopes = _parse_scopes(ctx, request)
+        if identity.anonymous and not scopes:
+            raise unauthorized(ctx, "credentials are required")
+        if identity.anonymous and not ctx.settings.FEATURE_ANONYMOUS_ACCESS:
+            raise unauthorized(ctx, "anonymous access is disabled; log in first")
+        access = []
+        for name, wanted in scopes:
+            granted = await _grant(ctx, identity, name, wanted, request)
+            access.append({"type": "repository", "name": name,
+                           "actions": [a for a in ACTION_ORDER if a in granted]})
+    except RegistryError as err:
+        return err.response()
+    if not identity.anonymous and not scopes and ctx.settings.ACTION_LOG_AUDIT_LOGINS:
+        ctx.audit.record("login_success", account_id=identity.user_id, performer_id=identity.user_id,
+                         ip=client_ip(request), metadata={"type": "v2auth", "kind": identity.kind})
+    subject = ANONYMOUS_SUBJECT if identity.anonymous else identity.username
+    context = {"version": 2, "kind": identity.kind, "user": None if identity.anonymous else identity.username,
+               "entity_kind": identity.kind, "entity_reference": identity.user_id}
+    token = ctx.keys.issue(subject, access, context)
+    return JSONResponse({"token": token, "access_token": token, "expires_in": TOKEN_LIFETIME_S})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The verified bearer of a request on /v2."""
+
+    claims: TokenClaims | None
+
+    @property
+    def user_id(self) -> int | None:
+        if self.claims is None:
+            return None
+        ref = self.claims.context.get("entity_reference")
+        return ref if isinstance(ref, int) else None
+
+    @property
+    def username(self) -> str | None:
+        return None if self.claims is None or self.claims.subject == ANONYMOUS_SUBJECT else self.claims.subject
+
+    def can(self, repository: str, action: str) -> bool:
+        return self.claims is not None and action in self.claims.actions_for(repository)
+
+
+async def bearer(ctx: AppContext, request: Request) -> Caller:
+    """The caller of a /v2 route; only bearer tokens are accepted there, as in Quay."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return Caller(None)
+    try:
+        return Caller(await ctx.keys.verify(token.strip()))
+    except TokenError as exc:
+        raise unauthorized(ctx, str(exc)) from None
+
+
+def scope_for(name: str, action: str) -> str:
+    return f"repository:{name}:{'pull,push' if action == PUSH else action}"

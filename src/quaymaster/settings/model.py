@@ -1,0 +1,160 @@
+"""The config.yaml model: Quay's key names, their defaults, and one-line errors naming the key."""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from quaymaster.settings.units import parse_duration, parse_size
+
+
+class ConfigError(Exception):
+    """A config problem, phrased as one line that names the offending key."""
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """One entry of DISTRIBUTED_STORAGE_CONFIG: a named location and its driver."""
+
+    name: str
+    driver: str
+    params: dict[str, Any]
+
+
+SUPPORTED_STORAGE_DRIVERS = {"LocalStorage"}
+SUPPORTED_DB_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+class Settings(BaseModel):
+    """Quay-compatible settings. Unknown keys are kept (extra='allow') and written back untouched."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    SERVER_HOSTNAME: str = "localhost:8080"
+    PREFERRED_URL_SCHEME: Literal["http", "https"] = "http"
+    REGISTRY_TITLE: str = "Quaymaster"
+    REGISTRY_TITLE_SHORT: str = "Quaymaster"
+    DB_URI: str = "sqlite:///quaymaster.db"
+    DB_CONNECTION_ARGS: dict[str, Any] = Field(default_factory=dict)
+    DISTRIBUTED_STORAGE_CONFIG: dict[str, list[Any]] = Field(
+        default_factory=lambda: {"default": ["LocalStorage", {"storage_path": "storage"}]}
+    )
+    DISTRIBUTED_STORAGE_PREFERENCE: list[str] = Field(default_factory=lambda: ["default"])
+    SECRET_KEY: str = ""
+    DATABASE_SECRET_KEY: str = ""
+    SUPER_USERS: list[str] = Field(default_factory=list)
+    AUTHENTICATION_TYPE: Literal["Database"] = "Database"
+    FEATURE_USER_CREATION: bool = True
+    FEATURE_ANONYMOUS_ACCESS: bool = True
+    FEATURE_REFERRERS_API: bool = True
+    FEATURE_PUBLIC_CATALOG: bool = False
+    CREATE_PRIVATE_REPO_ON_PUSH: bool = True
+    CREATE_NAMESPACE_ON_PUSH: bool = False
+    MAXIMUM_LAYER_SIZE: str | int = "20G"
+    MAXIMUM_MANIFEST_SIZE: str | int = "4M"
+    V2_PAGINATION_SIZE: int = Field(default=50, ge=1)
+    PUSH_TEMP_TAG_EXPIRATION_SEC: int = Field(default=3600, ge=0)
+    DEFAULT_TAG_EXPIRATION: str = "2w"
+    TAG_EXPIRATION_OPTIONS: list[str] = Field(default_factory=lambda: ["0s", "1d", "1w", "2w", "4w"])
+    REGISTRY_JWT_AUTH_MAX_FRESH_S: int = Field(default=3660, ge=60)
+    INSTANCE_SERVICE_KEY_SERVICE: str = "quay"
+    INSTANCE_SERVICE_KEY_EXPIRATION: int = Field(default=120, ge=5)  # minutes
+    INSTANCE_SERVICE_KEY_REFRESH: int = Field(default=55, ge=1)  # minutes
+    ACTION_LOG_AUDIT_LOGINS: bool = True
+    ACTION_LOG_AUDIT_LOGIN_FAILURES: bool = True
+    SETUP_COMPLETE: bool = True
+
+    @field_validator("SERVER_HOSTNAME")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        if not v or "/" in v or " " in v or "://" in v:
+            raise ValueError("must be host[:port], without a scheme or path")
+        return v
+
+    @field_validator("DB_URI")
+    @classmethod
+    def _db_uri(cls, v: str) -> str:
+        scheme = v.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in SUPPORTED_DB_SCHEMES:
+            raise ValueError(f"unsupported database {scheme!r}; use sqlite:/// or postgresql://")
+        return v
+
+    @field_validator("MAXIMUM_LAYER_SIZE", "MAXIMUM_MANIFEST_SIZE")
+    @classmethod
+    def _size(cls, v: str | int) -> str | int:
+        parse_size(v)
+        return v
+
+    @field_validator("DEFAULT_TAG_EXPIRATION")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("TAG_EXPIRATION_OPTIONS")
+    @classmethod
+    def _durations(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parse_duration(item)
+        return v
+
+    @model_validator(mode="after")
+    def _storage(self) -> "Settings":
+        for name, entry in self.DISTRIBUTED_STORAGE_CONFIG.items():
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict)):
+                raise ValueError(
+                    f"DISTRIBUTED_STORAGE_CONFIG.{name}: expected [Driver, {{params}}]"
+                )
+            if entry[0] not in SUPPORTED_STORAGE_DRIVERS:
+                raise ValueError(
+                    f"DISTRIBUTED_STORAGE_CONFIG.{name}: unsupported driver {entry[0]!r}"
+                    f" (supported: {', '.join(sorted(SUPPORTED_STORAGE_DRIVERS))})"
+                )
+            if entry[0] == "LocalStorage" and not entry[1].get("storage_path"):
+                raise ValueError(f"DISTRIBUTED_STORAGE_CONFIG.{name}: LocalStorage needs storage_path")
+        if not self.DISTRIBUTED_STORAGE_PREFERENCE:
+            raise ValueError("DISTRIBUTED_STORAGE_PREFERENCE: must name at least one location")
+        for name in self.DISTRIBUTED_STORAGE_PREFERENCE:
+            if name not in self.DISTRIBUTED_STORAGE_CONFIG:
+                raise ValueError(
+                    f"DISTRIBUTED_STORAGE_PREFERENCE: {name!r} is not in DISTRIBUTED_STORAGE_CONFIG"
+                )
+        return self
+
+    # Derived values, parsed once here so the rest of the code never re-reads raw keys.
+    @property
+    def max_layer_bytes(self) -> int:
+        return parse_size(self.MAXIMUM_LAYER_SIZE)
+
+    @property
+    def max_manifest_bytes(self) -> int:
+        return parse_size(self.MAXIMUM_MANIFEST_SIZE)
+
+    @property
+    def page_size(self) -> int:
+        """Quay floors the v2 page size at 100."""
+        return max(self.V2_PAGINATION_SIZE, 100)
+
+    @property
+    def storage_locations(self) -> list[StorageLocation]:
+        return [StorageLocation(n, e[0], dict(e[1])) for n, e in self.DISTRIBUTED_STORAGE_CONFIG.items()]
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.PREFERRED_URL_SCHEME}://{self.SERVER_HOSTNAME}"
+
+    def is_superuser(self, username: str) -> bool:
+        return username in self.SUPER_USERS
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    """Validate a parsed config.yaml, turning the first problem into a ConfigError naming its key."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"] and ":" in msg:  # model-level errors already start with the key
+            raise ConfigError(msg) from None
+        raise ConfigError(f"{key}: {msg}") from None

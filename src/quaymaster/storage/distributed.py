@@ -1,0 +1,35 @@
+"""Named storage locations from DISTRIBUTED_STORAGE_CONFIG; uploads go to the preferred one."""
+
+from quaymaster.settings import Settings
+from quaymaster.storage.base import BlobStore, StorageError
+from quaymaster.storage.local import LocalStorage
+
+DRIVERS = {"LocalStorage": lambda name, p: LocalStorage(name, p["storage_path"])}
+
+
+class DistributedStorage:
+    def __init__(self, stores: dict[str, BlobStore], preference: list[str]):
+        self.stores = stores
+        self.preference = preference
+
+    @property
+    def preferred(self) -> BlobStore:
+        return self.stores[self.preference[0]]
+
+    def location(self, name: str) -> BlobStore:
+        try:
+            return self.stores[name]
+        except KeyError:
+            raise StorageError(f"unknown storage location {name!r}") from None
+
+    def readable(self, placements: list[str]) -> BlobStore | None:
+        """The first location in preference order that holds the blob."""
+        for name in self.preference + [n for n in self.stores if n not in self.preference]:
+            if name in placements:
+                return self.stores[name]
+        return None
+
+
+def build_storage(settings: Settings) -> DistributedStorage:
+    stores = {loc.name: DRIVERS[loc.driver](loc.name, loc.params) for loc in settings.storage_locations}
+    return DistributedStorage(stores, list(settings.DISTRIBUTED_STORAGE_PREFERENCE))
