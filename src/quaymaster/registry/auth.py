@@ -107,7 +107,9 @@ async def _grant(ctx: AppContext, identity: Identity, name: str, wanted: set[str
     granted = []
     if "pull" in wanted and authorize(identity, PULL, target, anonymous_access=anon_ok):
         granted.append("pull")
-    if "push" in wanted and repo.state == RepositoryState.NORMAL and authorize(identity, PUSH, target):
+    # Granted whatever the repository state: the push itself then fails with a clear 403
+    # ("repository is read-only") instead of an opaque 401.
+    if "push" in wanted and authorize(identity, PUSH, target):
         granted.append("push")
     if "*" in wanted and repo.state == RepositoryState.NORMAL and authorize(identity, ADMIN, target):
         granted.append("*")
