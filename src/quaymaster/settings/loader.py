@@ -105,6 +105,11 @@ def load_settings(config_dir: Path | str | None = None, *, create: bool = False,
             data[key] = secrets.token_urlsafe(48)
         write_config_file(config_dir, data)
         log.warning("generated %s and saved them to %s", ", ".join(missing), path)
+    # Keys left out fall back to the embedded default's locations beside the config dir,
+    # never to the current directory.
+    defaults = _embedded_default(config_dir, port)
+    for key in ("DB_URI", "DISTRIBUTED_STORAGE_CONFIG", "DISTRIBUTED_STORAGE_PREFERENCE"):
+        data.setdefault(key, defaults[key])
     override = os.environ.get("QUAY_OVERRIDE_CONFIG")
     if override:
         try:
