@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME_S = 3600
 LEEWAY_S = 30
 ANONYMOUS_SUBJECT = "(anonymous)"
+KEY_CACHE_S = 60
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class TokenError(Exception):
@@ -68,6 +71,8 @@ class InstanceKeys:
         self.public_jwk["kid"] = self.kid
         # kid -> (verifying key, cached_until monotonic seconds)
         self._cache: dict[str, tuple[object, float]] = {}
+        # Verified tokens, so the signature check runs once per token rather than per request.
+        self._verified: OrderedDict[str, tuple[TokenClaims, float]] = OrderedDict()
 
     async def register(self) -> None:
         async with self.db.write() as session:
@@ -116,10 +121,23 @@ class InstanceKeys:
         if row.expiration_date is not None and row.expiration_date < utcnow():
             return None
         key = RSAAlgorithm.from_jwk(row.jwk)
-        self._cache[kid] = (key, time.monotonic() + 60)
+        self._cache[kid] = (key, time.monotonic() + KEY_CACHE_S)
         return key
 
     async def verify(self, token: str) -> TokenClaims:
+        hit = self._verified.get(token)
+        if hit is not None:
+            claims, valid_until = hit
+            if time.time() < valid_until:
+                return claims
+            del self._verified[token]
+        claims, valid_until = await self._verify(token)
+        self._verified[token] = (claims, valid_until)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
+    async def _verify(self, token: str) -> tuple[TokenClaims, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -142,4 +160,8 @@ class InstanceKeys:
         access = claims.get("access") or []
         if not isinstance(access, list):
             raise TokenError("invalid access claim")
-        return TokenClaims(subject=claims["sub"], access=access, context=claims.get("context") or {})
+        # Cached no longer than the token is valid, nor than a revoked signing key stays trusted.
+        valid_until = min(claims["exp"] + LEEWAY_S, claims["iat"] + self.max_fresh_s + LEEWAY_S,
+                          time.time() + KEY_CACHE_S)
+        return TokenClaims(subject=claims["sub"], access=access,
+                           context=claims.get("context") or {}), valid_until

@@ -7,7 +7,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy import bindparam, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quaymaster.accounts.models import User
@@ -24,6 +24,7 @@ from quaymaster.content.models import (
     UploadedBlob,
 )
 from quaymaster.db.base import now_ms, utcnow
+from quaymaster.db.engine import Database
 from quaymaster.oci.manifest import ParsedManifest
 
 TEMP_TAG_PREFIX = "$temp-"
@@ -207,23 +208,44 @@ async def manifest_by_tag(session: AsyncSession, repo_id: int, tag: str) -> Mani
     return manifest
 
 
-async def pull_manifest(session: AsyncSession, namespace: str, name: str, reference: str,
-                        by_digest: bool) -> tuple[int, int, Manifest] | None:
-    """One query for the hot path: repository id, namespace id and the manifest for a reference."""
-    now = now_ms()
-    q = (select(Repository.id, Repository.namespace_user_id, Manifest)
+def _pull_statement(by_digest: bool):
+    """Built once: the statement for one manifest by tag or digest, with bound parameters."""
+    now = bindparam("now")
+    q = (select(Repository.id, Repository.namespace_user_id, Manifest.digest, Manifest.media_type,
+                Manifest.manifest_bytes)
          .join(User, User.id == Repository.namespace_user_id)
          .join(Manifest, Manifest.repository_id == Repository.id)
-         .where(User.username == namespace, Repository.name == name,
+         .where(User.username == bindparam("namespace"), Repository.name == bindparam("name"),
                 Repository.state != RepositoryState.MARKED_FOR_DELETION))
     if by_digest:
-        q = q.where(Manifest.digest == reference, _live_manifest(now))
+        q = q.where(Manifest.digest == bindparam("reference"), _live_manifest(now))
     else:
         q = q.join(Tag, Tag.manifest_id == Manifest.id).where(
-            Tag.repository_id == Repository.id, Tag.name == reference, Tag.hidden.is_(False),
-            _alive(now))
-    row = (await session.execute(q.limit(1))).first()
-    return (row[0], row[1], row[2]) if row else None
+            Tag.repository_id == Repository.id, Tag.name == bindparam("reference"),
+            Tag.hidden.is_(False), _alive(now))
+    return q.limit(1)
+
+
+@dataclass(frozen=True)
+class PulledManifest:
+    repository_id: int
+    namespace_id: int
+    digest: str
+    media_type: str
+    manifest_bytes: bytes
+
+
+_PULL_BY_TAG = _pull_statement(by_digest=False)
+_PULL_BY_DIGEST = _pull_statement(by_digest=True)
+
+
+async def pull_manifest(db: Database, namespace: str, name: str, reference: str,
+                        by_digest: bool) -> PulledManifest | None:
+    """The hot path: one prepared read outside a transaction for a manifest by tag or digest."""
+    row = await db.fetch_one(_PULL_BY_DIGEST if by_digest else _PULL_BY_TAG,
+                             {"namespace": namespace, "name": name, "reference": reference,
+                              "now": now_ms()})
+    return PulledManifest(*row) if row else None
 
 
 async def store_manifest(session: AsyncSession, repo: RepoRef, parsed: ParsedManifest) -> Manifest:

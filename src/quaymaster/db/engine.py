@@ -51,8 +51,15 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             async_url(db_uri), connect_args=connect, pool_pre_ping=not self.is_sqlite, **pool
         )
+        # A second pool in autocommit mode for single-statement reads on the hot path: no
+        # BEGIN/ROLLBACK round trips around a query that is atomic on its own.
+        self.autocommit_engine: AsyncEngine = create_async_engine(
+            async_url(db_uri), connect_args=connect, pool_pre_ping=not self.is_sqlite,
+            isolation_level="AUTOCOMMIT", **pool
+        )
         if self.is_sqlite:
-            self._tune_sqlite()
+            self._tune_sqlite(self.engine, manual_begin=True)
+            self._tune_sqlite(self.autocommit_engine, manual_begin=False)
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
         # On SQLite a writer takes the lock up front (BEGIN IMMEDIATE): a read-then-write
         # transaction would otherwise fail with "database is locked" instead of waiting.
@@ -60,8 +67,9 @@ class Database:
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
 
-    def _tune_sqlite(self) -> None:
-        sync_engine = self.engine.sync_engine
+    @staticmethod
+    def _tune_sqlite(engine: AsyncEngine, manual_begin: bool) -> None:
+        sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
         def _on_connect(dbapi_conn, _record):
@@ -73,10 +81,11 @@ class Database:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        @event.listens_for(sync_engine, "begin")
-        def _on_begin(conn):
-            immediate = conn.get_execution_options().get("sqlite_immediate")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if manual_begin:
+            @event.listens_for(sync_engine, "begin")
+            def _on_begin(conn):
+                immediate = conn.get_execution_options().get("sqlite_immediate")
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -89,6 +98,11 @@ class Database:
         async with self._write() as session:
             async with session.begin():
                 yield session
+
+    async def fetch_one(self, statement, params: dict):
+        """One row of a single read statement, outside any transaction (the hot path)."""
+        async with self.autocommit_engine.connect() as conn:
+            return (await conn.execute(statement, params)).first()
 
     async def wait_until_ready(self, attempts: int = 30, delay: float = 1.0) -> None:
         """Retry the first connection with backoff so start order does not crash the process."""
@@ -105,3 +119,4 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        await self.autocommit_engine.dispose()

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from quaymaster.accounts.permissions import PULL, PUSH
 from quaymaster.content import service as content
-from quaymaster.content.models import Manifest
+from quaymaster.content.service import PulledManifest
 from quaymaster.oci import mediatypes as mt
 from quaymaster.oci.digest import compute_digest, parse_digest
 from quaymaster.oci.errors import OCIError
@@ -18,7 +18,7 @@ from quaymaster.registry.common import context, endpoint, parse_name, require
 from quaymaster.registry.errors import RegistryError
 
 
-def _manifest_response(request: Request, manifest: Manifest) -> Response:
+def _manifest_response(request: Request, manifest: PulledManifest) -> Response:
     headers = {"Docker-Content-Digest": manifest.digest, "Content-Length": str(len(manifest.manifest_bytes))}
     body = b"" if request.method == "HEAD" else manifest.manifest_bytes
     return Response(body, headers=headers, media_type=manifest.media_type)
@@ -42,21 +42,20 @@ async def get_manifest(request: Request) -> Response:
             raise RegistryError("DIGEST_INVALID", err.message, {"digest": reference}) from None
     elif not is_valid_tag(reference):
         raise RegistryError("MANIFEST_UNKNOWN", f"{reference!r} is not a valid tag", {"tag": reference})
-    async with ctx.db.read() as session:
-        found = await content.pull_manifest(session, namespace, repo_name, reference, by_digest)
-        if found is None:
+    manifest = await content.pull_manifest(ctx.db, namespace, repo_name, reference, by_digest)
+    if manifest is None:
+        async with ctx.db.read() as session:
             repo = await content.get_repository(session, namespace, repo_name)
             if repo is None:
                 raise RegistryError("NAME_UNKNOWN", f"repository {name} is not known to the registry",
                                     {"name": name})
             if not by_digest:
                 await content.manifest_by_tag(session, repo.id, reference)  # raises TAG_EXPIRED
-            raise RegistryError("MANIFEST_UNKNOWN", f"manifest {reference} is not known",
-                                {"reference": reference})
-    repo_id, namespace_id, manifest = found
+        raise RegistryError("MANIFEST_UNKNOWN", f"manifest {reference} is not known",
+                            {"reference": reference})
     if request.method == "GET":
-        ctx.audit.record("pull_repo", account_id=namespace_id, performer_id=caller.user_id,
-                         repository_id=repo_id, ip=client_ip(request),
+        ctx.audit.record("pull_repo", account_id=manifest.namespace_id, performer_id=caller.user_id,
+                         repository_id=manifest.repository_id, ip=client_ip(request),
                          metadata={"namespace": namespace, "repo": repo_name,
                                    ("manifest_digest" if by_digest else "tag"): reference})
     return _manifest_response(request, manifest)
