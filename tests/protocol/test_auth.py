@@ -119,3 +119,28 @@ async def test_read_only_repository_refuses_pushes_with_403(client, ctx):
     assert "read-only" in r.json()["errors"][0]["message"]
     r = await client.http.get("/v2/alice/frozen/manifests/v1", headers=headers)
     assert r.status_code == 200
+
+
+async def test_admin_scope_implies_pull_and_push(client):
+    headers = await client.auth("alice/adm")
+    digest, _ = await client.push_image("alice/adm", "v1", headers)
+    star = await client.auth("alice/adm", "*")
+    r = await client.http.get("/v2/alice/adm/manifests/v1", headers=star)
+    assert r.status_code == 200
+    r = await client.http.delete(f"/v2/alice/adm/manifests/{digest}", headers=star)
+    assert r.status_code == 202
+
+
+async def test_owner_gets_name_unknown_for_a_missing_repository(client):
+    headers = await client.auth("alice/notyet", "pull")
+    r = await client.http.get("/v2/alice/notyet/tags/list", headers=headers)
+    assert r.status_code == 404 and error_code(r) == "NAME_UNKNOWN"
+
+
+async def test_concurrent_push_tokens_create_the_repository_once(client, ctx):
+    import asyncio
+
+    tokens = await asyncio.gather(*[client.token("repository:alice/race:pull,push") for _ in range(8)])
+    for token in tokens:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["access"][0]["actions"] == ["pull", "push"]

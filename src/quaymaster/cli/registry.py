@@ -19,6 +19,9 @@ from quaymaster.cli.common import config_dir_option, settings_or_exit
 def registry(config_dir: Path, host: str, port: int, access_log: bool, log_level: str) -> None:
     """Start the registry; the first run creates the embedded default config in CONFIG_DIR."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Clients told --tls-verify=false try TLS first on the HTTP port; each try is not worth a warning.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: record.getMessage() != "Invalid HTTP request received.")
     settings = settings_or_exit(config_dir, create=True, port=port)
     from quaymaster.app import create_app
 

@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -102,7 +103,9 @@ async def _grant(ctx: AppContext, identity: Identity, name: str, wanted: set[str
     if repo is None and "push" in wanted and not identity.anonymous:
         repo = await _create_on_push(ctx, identity, namespace, repo_name, request)
     if repo is None:
-        return []
+        # The namespace's owner may pull a repository that does not exist yet, so the client
+        # gets a truthful 404 NAME_UNKNOWN instead of a 401 that reads like a bad password.
+        return ["pull"] if "pull" in wanted and await _owns_namespace(ctx, identity, namespace) else []
     target = RepoTarget(namespace_id=repo.namespace_id, visibility=repo.visibility)
     granted = []
     if "pull" in wanted and authorize(identity, PULL, target, anonymous_access=anon_ok):
@@ -116,22 +119,35 @@ async def _grant(ctx: AppContext, identity: Identity, name: str, wanted: set[str
     return granted
 
 
+async def _owns_namespace(ctx: AppContext, identity: Identity, namespace: str) -> bool:
+    if identity.anonymous:
+        return False
+    async with ctx.db.read() as session:
+        ns = await accounts.get_namespace(session, namespace)
+    return ns is not None and authorize(identity, PULL, RepoTarget(namespace_id=ns.id, exists=False))
+
+
 async def _create_on_push(ctx: AppContext, identity: Identity, namespace: str, name: str,
                           request: Request) -> content.RepoRef | None:
     """Quay creates the repository when a push scope is granted for a missing one."""
-    async with ctx.db.write() as session:
-        ns = await accounts.get_namespace(session, namespace)
-        if ns is None or not authorize(identity, CREATE, RepoTarget(namespace_id=ns.id, exists=False)):
-            return None
-        repo = await content.get_repository(session, namespace, name)  # lost a race: reuse
-        if repo is None:
+    try:
+        async with ctx.db.write() as session:
+            ns = await accounts.get_namespace(session, namespace)
+            if ns is None or not authorize(identity, CREATE, RepoTarget(namespace_id=ns.id, exists=False)):
+                return None
+            repo = await content.get_repository(session, namespace, name)
+            if repo is not None:
+                return repo
             visibility = "private" if ctx.settings.CREATE_PRIVATE_REPO_ON_PUSH else "public"
             repo = await content.create_repository(session, ns, name, visibility)
-            ctx.audit.record("create_repo", account_id=ns.id, performer_id=identity.user_id,
-                             repository_id=repo.id, ip=client_ip(request),
-                             metadata={"repo": name, "namespace": namespace, "visibility": visibility,
-                                       "via": "push"})
-        return repo
+    except IntegrityError:
+        # A concurrent token request (clients copy layers in parallel) created it first.
+        async with ctx.db.read() as session:
+            return await content.get_repository(session, namespace, name)
+    ctx.audit.record("create_repo", account_id=ns.id, performer_id=identity.user_id,
+                     repository_id=repo.id, ip=client_ip(request),
+                     metadata={"repo": name, "namespace": namespace, "visibility": visibility, "via": "push"})
+    return repo
 
 
 async def token_endpoint(request: Request) -> JSONResponse:
@@ -180,7 +196,11 @@ class Caller:
         return None if self.claims is None or self.claims.subject == ANONYMOUS_SUBJECT else self.claims.subject
 
     def can(self, repository: str, action: str) -> bool:
-        return self.claims is not None and action in self.claims.actions_for(repository)
+        """`*` (admin) implies pull and push, as in Quay."""
+        if self.claims is None:
+            return False
+        granted = self.claims.actions_for(repository)
+        return action in granted or "*" in granted
 
 
 async def bearer(ctx: AppContext, request: Request) -> Caller:
