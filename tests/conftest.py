@@ -13,6 +13,8 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+pytest_plugins = ["support.appfixtures"]
+
 from support.clients import Podman, Skopeo  # noqa: E402
 from support.postgres import PostgresServer, postgres_server  # noqa: E402
 from support.servers import DockerRegistry, docker_registry_server  # noqa: E402

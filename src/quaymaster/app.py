@@ -9,12 +9,14 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from quaymaster.accounts.tokens import InstanceKeys
+from quaymaster.api.app import create_api
 from quaymaster.auditlog.service import AuditLog
 from quaymaster.context import AppContext
 from quaymaster.db import migrate
+from quaymaster.db.encryption import FieldCipher
 from quaymaster.db.engine import Database
 from quaymaster.registry.routes import routes as registry_routes
 from quaymaster.settings import Settings
@@ -33,7 +35,7 @@ async def start_context(settings: Settings, *, run_migrations: bool = True) -> A
                         settings.REGISTRY_JWT_AUTH_MAX_FRESH_S, settings.INSTANCE_SERVICE_KEY_EXPIRATION)
     await keys.register()
     return AppContext(settings=settings, db=db, storage=build_storage(settings), keys=keys,
-                      audit=AuditLog(db))
+                      audit=AuditLog(db), cipher=FieldCipher(settings.DATABASE_SECRET_KEY))
 
 
 async def health_instance(request: Request) -> JSONResponse:
@@ -53,7 +55,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = await start_context(settings, run_migrations=run_migrations)
-        app.state.ctx = ctx
+        bind_context(app, ctx)
         tasks = [
             asyncio.create_task(ctx.audit.flush_forever()),
             asyncio.create_task(ctx.keys.refresh_forever(settings.INSTANCE_SERVICE_KEY_REFRESH * 60)),
@@ -66,9 +68,19 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
             await ctx.audit.flush()
             await ctx.db.dispose()
 
+    api = create_api(settings)
     routes = [
         *registry_routes,
+        Mount("/api/v1", app=api),
         Route("/health", health_instance),
         Route("/health/instance", health_instance),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.api = api
+    return app
+
+
+def bind_context(app: Starlette, ctx: AppContext) -> None:
+    """Hand the runtime services to the app and its mounted sub-apps (tests call this directly)."""
+    app.state.ctx = ctx
+    app.state.api.state.ctx = ctx

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from quaymaster.accounts.tokens import InstanceKeys
 from quaymaster.auditlog.service import AuditLog
+from quaymaster.db.encryption import FieldCipher
 from quaymaster.db.engine import Database
 from quaymaster.registry.hashing import HashCache
 from quaymaster.settings import Settings
@@ -17,4 +18,5 @@ class AppContext:
     storage: DistributedStorage
     keys: InstanceKeys
     audit: AuditLog
+    cipher: FieldCipher
     hashes: HashCache = field(default_factory=HashCache)

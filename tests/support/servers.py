@@ -234,6 +234,7 @@ class QuaymasterServer:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.data_dir,
+                start_new_session=True,  # its own process group: kill() reaches every worker
             )
         try:
             wait_for_http(
@@ -252,9 +253,9 @@ class QuaymasterServer:
             _stop_process(self.process)
 
     def kill(self) -> None:
-        """Simulate a crash: SIGKILL with no chance to clean up."""
+        """Simulate a crash: SIGKILL to the supervisor and all its workers, no chance to clean up."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def restart(self) -> None:

@@ -15,12 +15,21 @@ from quaymaster.db.engine import Database
 
 log = logging.getLogger(__name__)
 
-# Quay's log kind names for what the registry core does.
-KINDS = frozenset({
-    "login_success", "login_failure", "push_repo", "pull_repo", "create_repo", "delete_tag",
-    "create_tag", "move_tag", "revert_tag", "delete_repo", "user_create", "push_repo_failed",
-    "pull_repo_failed",
-})
+# Quay's log kind names (LogEntryKind); recording any other name is a programming error.
+KINDS = frozenset("""
+user_create user_delete user_disable user_enable user_change_email user_change_password user_change_name
+user_change_tag_expiration user_change_metadata user_generate_client_key account_convert login_success
+login_failure logout_success create_robot delete_robot regenerate_robot_token create_repo delete_repo
+push_repo push_repo_failed pull_repo pull_repo_failed change_repo_visibility change_repo_state
+set_repo_description add_repo_permission change_repo_permission delete_repo_permission create_tag move_tag
+delete_tag delete_tag_failed revert_tag change_tag_expiration change_tag_immutability permanently_delete_tag
+manifest_label_add manifest_label_delete org_create org_delete org_create_team org_delete_team
+org_add_team_member org_remove_team_member org_set_team_description org_set_team_role org_change_email
+org_change_name org_change_tag_expiration create_prototype_permission modify_prototype_permission
+delete_prototype_permission create_app_specific_token revoke_app_specific_token create_oauth_api_token
+revoke_oauth_api_token service_key_create service_key_approve service_key_delete service_key_modify
+service_key_extend service_key_rotate take_ownership create_message delete_message
+""".split())
 
 
 @dataclass

@@ -10,6 +10,7 @@ from datetime import timedelta
 from sqlalchemy import bindparam, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quaymaster.accounts import permissions
 from quaymaster.accounts.models import User
 from quaymaster.content.models import (
     Blob,
@@ -55,6 +56,10 @@ class RepoRef:
     def path(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def target(self) -> permissions.RepoTarget:
+        return permissions.RepoTarget(self.id, self.namespace_id, self.visibility)
+
 
 def _alive(now: int):
     return or_(Tag.lifetime_end_ms.is_(None), Tag.lifetime_end_ms > now)
@@ -74,11 +79,18 @@ async def get_repository(session: AsyncSession, namespace: str, name: str) -> Re
 
 
 async def create_repository(session: AsyncSession, namespace: User, name: str,
-                            visibility: str = "private", description: str | None = None) -> RepoRef:
+                            visibility: str = "private", description: str | None = None,
+                            creator_id: int | None = None) -> RepoRef:
+    """A new repository; in an organization its default permissions apply and the creator gets admin."""
     repo = Repository(namespace_user_id=namespace.id, name=name, visibility=visibility,
                       description=description)
     session.add(repo)
     await session.flush()
+    if namespace.organization:
+        await permissions.apply_prototypes(session, namespace, repo.id, creator_id)
+        creator = await session.get(User, creator_id) if creator_id else None
+        if creator is not None:
+            await permissions.set_permission(session, repo.id, "admin", user=creator)
     return RepoRef(repo.id, namespace.username, name, namespace.id, visibility, repo.state)
 
 

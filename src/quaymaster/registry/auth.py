@@ -10,12 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from quaymaster.accounts import credentials, permissions
 from quaymaster.accounts import service as accounts
-from quaymaster.accounts.permissions import ADMIN, CREATE, PULL, PUSH, RepoTarget, authorize
+from quaymaster.accounts.permissions import PUSH
 from quaymaster.accounts.service import ANONYMOUS, Identity
 from quaymaster.accounts.tokens import ANONYMOUS_SUBJECT, TOKEN_LIFETIME_S, TokenClaims, TokenError
 from quaymaster.content import service as content
-from quaymaster.content.models import RepositoryState
 from quaymaster.context import AppContext
 from quaymaster.oci.errors import OCIError
 from quaymaster.oci.reference import split_repository
@@ -64,15 +64,16 @@ async def _authenticate(ctx: AppContext, request: Request) -> Identity | None:
     if creds is None:
         return ANONYMOUS
     username, password = creds
-    async with ctx.db.write() as session:
-        user = await accounts.verify_password(session, username, password)
-    if user is None:
-        if ctx.settings.ACTION_LOG_AUDIT_LOGIN_FAILURES:
-            ctx.audit.record("login_failure", ip=client_ip(request),
-                             metadata={"type": "v2auth", "username": username[:255]})
-        return None
-    return Identity(user_id=user.id, username=user.username, kind="user",
-                    superuser=ctx.settings.is_superuser(user.username))
+    try:
+        async with ctx.db.write() as session:
+            identity = await credentials.from_basic(session, ctx.settings, ctx.cipher, username, password)
+    except accounts.LoginThrottled as exc:
+        raise RegistryError("TOO_MANY_REQUESTS", str(exc), status=429,
+                            headers={"Retry-After": str(exc.retry_after)}) from None
+    if identity is None and ctx.settings.ACTION_LOG_AUDIT_LOGIN_FAILURES:
+        ctx.audit.record("login_failure", ip=client_ip(request),
+                         metadata={"type": "v2auth", "username": username[:255]})
+    return identity
 
 
 def _parse_scopes(ctx: AppContext, request: Request) -> list[tuple[str, set[str]]]:
@@ -97,34 +98,38 @@ async def _grant(ctx: AppContext, identity: Identity, name: str, wanted: set[str
         namespace, repo_name = split_repository(name)
     except OCIError:
         return []
-    anon_ok = ctx.settings.FEATURE_ANONYMOUS_ACCESS
+    flags = {"anonymous_access": ctx.settings.FEATURE_ANONYMOUS_ACCESS}
     async with ctx.db.read() as session:
         repo = await content.get_repository(session, namespace, repo_name)
-    if repo is None and "push" in wanted and not identity.anonymous:
-        repo = await _create_on_push(ctx, identity, namespace, repo_name, request)
+        if repo is not None:
+            role = await permissions.repo_role(session, identity, repo.target, **flags)
     if repo is None:
-        # The namespace's owner may pull a repository that does not exist yet, so the client
-        # gets a truthful 404 NAME_UNKNOWN instead of a 401 that reads like a bad password.
-        return ["pull"] if "pull" in wanted and await _owns_namespace(ctx, identity, namespace) else []
-    target = RepoTarget(namespace_id=repo.namespace_id, visibility=repo.visibility)
+        if identity.anonymous:
+            return []
+        if "push" in wanted:
+            repo = await _create_on_push(ctx, identity, namespace, repo_name, request)
+        if repo is None:
+            # Whoever could create it may pull a repository that does not exist yet, so the
+            # client gets a truthful 404 NAME_UNKNOWN instead of a 401 that reads like a bad password.
+            return ["pull"] if "pull" in wanted and await _may_create(ctx, identity, namespace) else []
+        role = "admin" if identity.kind == "user" else "write"
+    rank = permissions.ROLE_RANK.get(role or "", 0)
     granted = []
-    if "pull" in wanted and authorize(identity, PULL, target, anonymous_access=anon_ok):
+    if "pull" in wanted and rank >= 1:
         granted.append("pull")
     # Granted whatever the repository state: the push itself then fails with a clear 403
     # ("repository is read-only") instead of an opaque 401.
-    if "push" in wanted and authorize(identity, PUSH, target):
+    if "push" in wanted and rank >= 2:
         granted.append("push")
-    if "*" in wanted and repo.state == RepositoryState.NORMAL and authorize(identity, ADMIN, target):
+    if "*" in wanted and rank >= 3:
         granted.append("*")
     return granted
 
 
-async def _owns_namespace(ctx: AppContext, identity: Identity, namespace: str) -> bool:
-    if identity.anonymous:
-        return False
+async def _may_create(ctx: AppContext, identity: Identity, namespace: str) -> bool:
     async with ctx.db.read() as session:
         ns = await accounts.get_namespace(session, namespace)
-    return ns is not None and authorize(identity, PULL, RepoTarget(namespace_id=ns.id, exists=False))
+        return ns is not None and await permissions.can_create_in(session, identity, ns)
 
 
 async def _create_on_push(ctx: AppContext, identity: Identity, namespace: str, name: str,
@@ -133,13 +138,13 @@ async def _create_on_push(ctx: AppContext, identity: Identity, namespace: str, n
     try:
         async with ctx.db.write() as session:
             ns = await accounts.get_namespace(session, namespace)
-            if ns is None or not authorize(identity, CREATE, RepoTarget(namespace_id=ns.id, exists=False)):
+            if ns is None or not await permissions.can_create_in(session, identity, ns):
                 return None
             repo = await content.get_repository(session, namespace, name)
             if repo is not None:
                 return repo
             visibility = "private" if ctx.settings.CREATE_PRIVATE_REPO_ON_PUSH else "public"
-            repo = await content.create_repository(session, ns, name, visibility)
+            repo = await content.create_repository(session, ns, name, visibility, creator_id=identity.user_id)
     except IntegrityError:
         # A concurrent token request (clients copy layers in parallel) created it first.
         async with ctx.db.read() as session:

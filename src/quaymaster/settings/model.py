@@ -48,6 +48,13 @@ class Settings(BaseModel):
     FEATURE_ANONYMOUS_ACCESS: bool = True
     FEATURE_REFERRERS_API: bool = True
     FEATURE_PUBLIC_CATALOG: bool = False
+    FEATURE_USER_INITIALIZE: bool = False
+    FEATURE_APP_SPECIFIC_TOKENS: bool = True
+    FEATURE_SUPERUSERS_FULL_ACCESS: bool = False
+    FEATURE_SUPER_USERS: bool = True
+    FEATURE_CHANGE_TAG_EXPIRATION: bool = True
+    SESSION_COOKIE_SECURE: bool = False
+    FRESH_LOGIN_TIMEOUT: str = "10m"
     CREATE_PRIVATE_REPO_ON_PUSH: bool = True
     CREATE_NAMESPACE_ON_PUSH: bool = False
     MAXIMUM_LAYER_SIZE: str | int = "20G"

@@ -1,0 +1,1 @@
+"""Superuser operations: globally visible messages, service keys, registry-wide administration."""
