@@ -1,0 +1,5 @@
+"""/api/v1 routes (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
