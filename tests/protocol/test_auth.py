@@ -1,6 +1,7 @@
 """Docker token auth: the /v2/ challenge, /v2/auth grants, and bearer checks on /v2 routes."""
 
 import jwt
+import pytest
 
 from quaymaster.content import service as content
 
@@ -144,3 +145,29 @@ async def test_concurrent_push_tokens_create_the_repository_once(client, ctx):
     for token in tokens:
         claims = jwt.decode(token, options={"verify_signature": False})
         assert claims["access"][0]["actions"] == ["pull", "push"]
+
+
+class TestCreateNamespaceOnPush:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "CREATE_NAMESPACE_ON_PUSH": True}
+
+    async def test_push_to_a_missing_namespace_creates_an_org(self, client, ctx):
+        headers = await client.auth("newteam/app")
+        await client.push_image("newteam/app", "v1", headers)
+        from quaymaster.accounts import orgs, permissions
+        from quaymaster.accounts import service as users
+        from quaymaster.accounts.service import Identity
+
+        async with ctx.db.read() as session:
+            org = await orgs.get_org(session, "newteam")
+            alice = Identity(user_id=(await users.get_user(session, "alice")).id, username="alice")
+            assert org is not None and await permissions.is_org_admin(session, alice, org)
+        bob = await client.auth("newteam/app", user="bob")
+        r = await client.http.get("/v2/newteam/app/manifests/v1", headers=bob)
+        assert r.status_code == 401
+
+
+async def test_no_namespace_is_created_by_default(client, ctx):
+    token = await client.token("repository:ghostns/app:pull,push")
+    assert jwt.decode(token, options={"verify_signature": False})["access"][0]["actions"] == []

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from quaymaster.accounts import credentials, permissions
+from quaymaster.accounts import credentials, orgs, permissions
+from quaymaster.accounts.models import User
 from quaymaster.accounts import service as accounts
 from quaymaster.accounts.permissions import PUSH
 from quaymaster.accounts.service import ANONYMOUS, Identity
@@ -132,12 +133,26 @@ async def _may_create(ctx: AppContext, identity: Identity, namespace: str) -> bo
         return ns is not None and await permissions.can_create_in(session, identity, ns)
 
 
+async def _create_namespace(ctx: AppContext, session, identity: Identity, namespace: str, request: Request):
+    """CREATE_NAMESPACE_ON_PUSH: a push to a missing namespace creates an organization the pusher owns."""
+    pusher = await session.get(User, identity.user_id)
+    try:
+        org = await orgs.create_org(session, namespace, None, pusher)
+    except accounts.AccountError:
+        return None
+    ctx.audit.record("org_create", account_id=org.id, performer_id=identity.user_id, ip=client_ip(request),
+                     metadata={"namespace": namespace, "via": "push"})
+    return org
+
+
 async def _create_on_push(ctx: AppContext, identity: Identity, namespace: str, name: str,
                           request: Request) -> content.RepoRef | None:
     """Quay creates the repository when a push scope is granted for a missing one."""
     try:
         async with ctx.db.write() as session:
             ns = await accounts.get_namespace(session, namespace)
+            if ns is None and ctx.settings.CREATE_NAMESPACE_ON_PUSH and identity.kind == "user":
+                ns = await _create_namespace(ctx, session, identity, namespace, request)
             if ns is None or not await permissions.can_create_in(session, identity, ns):
                 return None
             repo = await content.get_repository(session, namespace, name)
