@@ -1,17 +1,27 @@
 """Organizations, their teams and members, and default permissions (prototypes)."""
 
 import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quaymaster.accounts.models import PermissionPrototype, Team, TeamMember, User
+from quaymaster.accounts import robots
+from quaymaster.accounts.models import (
+    PermissionPrototype,
+    RepositoryPermission,
+    Team,
+    TeamMember,
+    User,
+)
 from quaymaster.accounts.service import (
     EMAIL_RE,
     AccountError,
     Conflict,
     NotFound,
     get_namespace,
+    set_email,
     validate_username,
 )
 
@@ -56,7 +66,7 @@ async def list_orgs(session: AsyncSession) -> list[User]:
 async def orgs_of(session: AsyncSession, user_id: int) -> list[tuple[User, bool]]:
     """Organizations the user belongs to, with whether they administer it."""
     rows = (await session.execute(
-        select(User, func.max(Team.role == "admin"))
+        select(User, func.max(case((Team.role == "admin", 1), else_=0)))
         .join(Team, Team.organization_id == User.id)
         .join(TeamMember, TeamMember.team_id == Team.id)
         .where(TeamMember.user_id == user_id)
@@ -65,11 +75,34 @@ async def orgs_of(session: AsyncSession, user_id: int) -> list[tuple[User, bool]
 
 
 async def delete_org(session: AsyncSession, org: User) -> None:
+    """Remove the organization with its teams, robots and default permissions.
+
+    Its repositories must be gone first (content owns them); the namespace row's foreign keys
+    make the database refuse otherwise."""
+    for robot, _ in await robots.list_robots(session, org):
+        await robots.delete_robot(session, robot)
     teams = select(Team.id).where(Team.organization_id == org.id)
     await session.execute(delete(TeamMember).where(TeamMember.team_id.in_(teams)))
+    await session.execute(delete(RepositoryPermission).where(RepositoryPermission.team_id.in_(teams)))
     await session.execute(delete(PermissionPrototype).where(PermissionPrototype.org_id == org.id))
     await session.execute(delete(Team).where(Team.organization_id == org.id))
     await session.delete(org)
+
+
+async def set_org_email(session: AsyncSession, org: User, email: str) -> str | None:
+    """Change the contact email (unique among accounts, as in Quay); returns the old one."""
+    old = org.email
+    if email != old:
+        await set_email(session, org, email)
+    return old
+
+
+def set_tag_expiration(org: User, seconds: int, allowed: list[int]) -> None:
+    """The time-machine window must be one the administrator offered (TAG_EXPIRATION_OPTIONS)."""
+    if seconds not in allowed:
+        choices = ", ".join(str(s) for s in sorted(allowed))
+        raise AccountError(f"tag_expiration_s must be one of {choices}")
+    org.removed_tag_expiration_s = seconds
 
 
 # --- teams -------------------------------------------------------------------------------------
@@ -114,8 +147,6 @@ async def upsert_team(session: AsyncSession, org: User, name: str, role: str,
 async def delete_team(session: AsyncSession, team: Team) -> None:
     if team.name == OWNERS_TEAM:
         raise AccountError("the owners team cannot be deleted")
-    from quaymaster.accounts.models import RepositoryPermission
-
     await session.execute(delete(TeamMember).where(TeamMember.team_id == team.id))
     await session.execute(delete(RepositoryPermission).where(RepositoryPermission.team_id == team.id))
     await session.execute(delete(PermissionPrototype).where(PermissionPrototype.delegate_team_id == team.id))
@@ -166,11 +197,60 @@ async def org_members(session: AsyncSession, org: User) -> list[tuple[User, list
     return list(members.values())
 
 
-async def remove_org_member(session: AsyncSession, org: User, member: User) -> None:
-    for team in await list_teams(session, org):
-        if await session.scalar(select(TeamMember.id).where(
-                TeamMember.team_id == team.id, TeamMember.user_id == member.id)):
-            await remove_team_member(session, team, member)
+async def remove_org_member(session: AsyncSession, org: User, member: User,
+                            repository_ids: Iterable[int] = ()) -> list[str]:
+    """Take the member out of every team and drop their direct permissions on `repository_ids`
+    (the organization's repositories, which content knows); returns the teams left."""
+    left = []
+    for team in await member_teams(session, org, member.id):
+        await remove_team_member(session, team, member)
+        left.append(team.name)
+    ids = list(repository_ids)
+    if ids:
+        await session.execute(delete(RepositoryPermission).where(
+            RepositoryPermission.user_id == member.id, RepositoryPermission.repository_id.in_(ids)))
+    return left
+
+
+async def member_teams(session: AsyncSession, org: User, member_id: int) -> list[Team]:
+    """The organization's teams the user or robot belongs to."""
+    return list((await session.scalars(
+        select(Team).join(TeamMember, TeamMember.team_id == Team.id)
+        .where(Team.organization_id == org.id, TeamMember.user_id == member_id)
+        .order_by(Team.name))).all())
+
+
+async def team_counts(session: AsyncSession, org: User) -> dict[int, tuple[int, int]]:
+    """Per team id: (members, repositories it has a permission on), for the team listing."""
+    members = dict((await session.execute(
+        select(Team.id, func.count(TeamMember.id)).join(TeamMember, TeamMember.team_id == Team.id)
+        .where(Team.organization_id == org.id).group_by(Team.id))).all())
+    repos = dict((await session.execute(
+        select(Team.id, func.count(RepositoryPermission.id))
+        .join(RepositoryPermission, RepositoryPermission.team_id == Team.id)
+        .where(Team.organization_id == org.id).group_by(Team.id))).all())
+    return {tid: (members.get(tid, 0), repos.get(tid, 0)) for tid in set(members) | set(repos)}
+
+
+async def member_ids(session: AsyncSession, org: User) -> set[int]:
+    """Ids of every user or robot in any of the organization's teams."""
+    return set((await session.scalars(
+        select(TeamMember.user_id).join(Team, Team.id == TeamMember.team_id)
+        .where(Team.organization_id == org.id))).all())
+
+
+async def direct_permissions(session: AsyncSession,
+                             repository_ids: Iterable[int]) -> list[tuple[User, int, str]]:
+    """(user or robot, repository id, role) for every per-user permission on these repositories."""
+    ids = list(repository_ids)
+    if not ids:
+        return []
+    rows = (await session.execute(
+        select(User, RepositoryPermission.repository_id, RepositoryPermission.role)
+        .join(RepositoryPermission, RepositoryPermission.user_id == User.id)
+        .where(RepositoryPermission.repository_id.in_(ids))
+        .order_by(User.username, RepositoryPermission.repository_id))).all()
+    return [(user, repo_id, role) for user, repo_id, role in rows]
 
 
 # --- default permissions (prototypes) ----------------------------------------------------------
@@ -208,3 +288,37 @@ async def require_prototype(session: AsyncSession, org: User, proto_uuid: str) -
 
 async def delete_prototype(session: AsyncSession, proto: PermissionPrototype) -> None:
     await session.delete(proto)
+
+
+def set_prototype_role(proto: PermissionPrototype, role: str) -> str:
+    """Change the role a default permission grants; returns the previous role."""
+    if role not in REPO_ROLES:
+        raise AccountError(f"invalid role {role!r}; use one of {', '.join(REPO_ROLES)}")
+    old, proto.role = proto.role, role
+    return old
+
+
+@dataclass(frozen=True)
+class PrototypeParties:
+    """Who a default permission names: the repository creator it waits for and who it grants."""
+
+    activating_user: User | None
+    delegate_user: User | None
+    delegate_team: Team | None
+
+
+async def prototype_parties(session: AsyncSession, proto: PermissionPrototype) -> PrototypeParties:
+    async def user(user_id: int | None) -> User | None:
+        return await session.get(User, user_id) if user_id is not None else None
+
+    team = await session.get(Team, proto.delegate_team_id) if proto.delegate_team_id is not None else None
+    return PrototypeParties(await user(proto.activating_user_id), await user(proto.delegate_user_id), team)
+
+
+async def prototype_delegate_user(session: AsyncSession, org: User, name: str) -> User:
+    """A user, or one of this organization's robots, that a default permission may grant to."""
+    found = await get_namespace(session, name)
+    if found is None or found.organization or (
+            found.robot and not found.username.startswith(org.username + "+")):
+        raise AccountError(f"unknown user {name!r}")
+    return found

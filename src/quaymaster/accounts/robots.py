@@ -5,16 +5,24 @@ import secrets
 import string
 import uuid as uuidlib
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quaymaster.accounts.models import RepositoryPermission, RobotAccountToken, TeamMember, User
+from quaymaster.accounts.models import (
+    PermissionPrototype,
+    RepositoryPermission,
+    RobotAccountToken,
+    Team,
+    TeamMember,
+    User,
+)
 from quaymaster.accounts.service import AccountError, Conflict, NotFound, get_namespace
 from quaymaster.db.encryption import DecryptionError, FieldCipher
 
 ROBOT_SHORTNAME_RE = r"^[a-z][a-z0-9_]{1,254}$"
 TOKEN_ALPHABET = string.ascii_uppercase + string.digits
 TOKEN_LENGTH = 64
+MAX_NAME_LENGTH = 255  # the namespace column's width
 
 
 def new_token() -> str:
@@ -26,7 +34,10 @@ def robot_name(owner: User, shortname: str) -> str:
 
     if not re.match(ROBOT_SHORTNAME_RE, shortname):
         raise AccountError("invalid robot name: start with a letter; use lowercase letters, digits and _")
-    return f"{owner.username}+{shortname}"
+    name = f"{owner.username}+{shortname}"
+    if len(name) > MAX_NAME_LENGTH:
+        raise AccountError(f"robot name too long: {owner.username}+<name> must fit in {MAX_NAME_LENGTH} characters")
+    return name
 
 
 async def create_robot(session: AsyncSession, cipher: FieldCipher, owner: User, shortname: str,
@@ -60,13 +71,44 @@ async def robot_by_name(session: AsyncSession, fullname: str) -> User | None:
     return await session.scalar(select(User).where(User.username == fullname, User.robot.is_(True)))
 
 
-async def list_robots(session: AsyncSession, owner: User) -> list[tuple[User, RobotAccountToken]]:
+async def list_robots(session: AsyncSession, owner: User,
+                      limit: int | None = None) -> list[tuple[User, RobotAccountToken]]:
     prefix = owner.username + "+"
-    rows = (await session.execute(
-        select(User, RobotAccountToken).join(RobotAccountToken, RobotAccountToken.robot_account_id == User.id)
-        .where(User.robot.is_(True), User.username.startswith(prefix, autoescape=True))
-        .order_by(User.username))).all()
+    q = (select(User, RobotAccountToken).join(RobotAccountToken, RobotAccountToken.robot_account_id == User.id)
+         .where(User.robot.is_(True), User.username.startswith(prefix, autoescape=True))
+         .order_by(User.username))
+    if limit is not None:
+        q = q.limit(limit)
+    rows = (await session.execute(q)).all()
     return [(u, t) for u, t in rows]
+
+
+def shortname(robot: User) -> str:
+    return robot.username.split("+", 1)[1]
+
+
+async def teams_of_robots(session: AsyncSession, robot_ids: list[int]) -> dict[int, list[str]]:
+    """Team names per robot id, for listings with ?permissions=true (one query, not one per robot)."""
+    out: dict[int, list[str]] = {rid: [] for rid in robot_ids}
+    if robot_ids:
+        rows = (await session.execute(
+            select(TeamMember.user_id, Team.name).join(Team, Team.id == TeamMember.team_id)
+            .where(TeamMember.user_id.in_(robot_ids)).order_by(Team.name))).all()
+        for robot_id, team in rows:
+            out[robot_id].append(team)
+    return out
+
+
+async def permissions_of_robots(session: AsyncSession, robot_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
+    """Direct (repository id, role) grants per robot id."""
+    out: dict[int, list[tuple[int, str]]] = {rid: [] for rid in robot_ids}
+    if robot_ids:
+        rows = (await session.execute(
+            select(RepositoryPermission.user_id, RepositoryPermission.repository_id, RepositoryPermission.role)
+            .where(RepositoryPermission.user_id.in_(robot_ids)))).all()
+        for robot_id, repo_id, role in rows:
+            out[robot_id].append((repo_id, role))
+    return out
 
 
 async def robot_token_row(session: AsyncSession, robot: User) -> RobotAccountToken:
@@ -88,6 +130,9 @@ async def delete_robot(session: AsyncSession, robot: User) -> None:
     await session.execute(delete(RobotAccountToken).where(RobotAccountToken.robot_account_id == robot.id))
     await session.execute(delete(RepositoryPermission).where(RepositoryPermission.user_id == robot.id))
     await session.execute(delete(TeamMember).where(TeamMember.user_id == robot.id))
+    # Default permissions naming the robot would otherwise keep the row alive (foreign keys).
+    await session.execute(delete(PermissionPrototype).where(or_(
+        PermissionPrototype.delegate_user_id == robot.id, PermissionPrototype.activating_user_id == robot.id)))
     await session.delete(robot)
 
 

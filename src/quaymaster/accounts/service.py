@@ -143,7 +143,14 @@ async def set_enabled(session: AsyncSession, user: User, enabled: bool) -> None:
 
 
 async def delete_user(session: AsyncSession, user: User) -> None:
-    """Remove the account; its repositories go with it (content removes them first)."""
+    """Remove the account row with its API tokens and stars (callers clear repositories,
+    robots, memberships and permissions first)."""
+    from sqlalchemy import delete as sql_delete
+
+    from quaymaster.accounts.models import OAuthAccessToken, Star
+
+    await session.execute(sql_delete(OAuthAccessToken).where(OAuthAccessToken.authorized_user_id == user.id))
+    await session.execute(sql_delete(Star).where(Star.user_id == user.id))
     await session.delete(user)
 
 

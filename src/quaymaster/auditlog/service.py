@@ -4,11 +4,13 @@ does not put a database write on the pull path; a clean shutdown flushes the buf
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import Date, func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from quaymaster.accounts.models import User  # read only, to name performers and namespaces
 from quaymaster.auditlog.models import LogEntry
 from quaymaster.db.base import utcnow
 from quaymaster.db.engine import Database
@@ -91,3 +93,85 @@ async def entries(session: AsyncSession, *, repository_id: int | None = None,
     if account_id is not None:
         q = q.where(LogEntry.account_id == account_id)
     return list((await session.scalars(q)).all())
+
+
+# --- usage-log queries (the REST API's /logs and /aggregatelogs) -------------------------------
+
+# Kinds Quay keeps out of a user's own log view: they describe the registry, not the account.
+SERVICE_LEVEL_KINDS = frozenset({
+    "service_key_create", "service_key_approve", "service_key_delete", "service_key_modify",
+    "service_key_extend", "service_key_rotate",
+})
+LOGS_PER_PAGE = 20
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which entries a log view covers; None means "any"."""
+
+    start: datetime
+    end: datetime
+    account_id: int | None = None
+    repository_id: int | None = None
+    performer: str | None = None
+    exclude_kinds: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class LogView:
+    """One entry with the names of its performer and namespace resolved."""
+
+    id: int
+    kind: str
+    metadata: dict
+    ip: str | None
+    datetime: datetime
+    performer_name: str | None
+    performer_robot: bool
+    account_name: str | None
+    account_is_org: bool
+
+
+def _filtered(query, flt: LogFilter, performer):
+    query = query.where(LogEntry.datetime >= flt.start, LogEntry.datetime < flt.end)
+    if flt.repository_id is not None:
+        query = query.where(LogEntry.repository_id == flt.repository_id)
+    elif flt.account_id is not None:
+        query = query.where(LogEntry.account_id == flt.account_id)
+    if flt.performer is not None:
+        query = query.where(LogEntry.performer_id.in_(
+            select(performer.id).where(performer.username == flt.performer)))
+    if flt.exclude_kinds:
+        query = query.where(LogEntry.kind.not_in(sorted(flt.exclude_kinds)))
+    return query
+
+
+async def lookup_logs(session: AsyncSession, flt: LogFilter, *, after: tuple[datetime, int] | None = None,
+                      limit: int = LOGS_PER_PAGE) -> tuple[list[LogView], tuple[datetime, int] | None]:
+    """A page of entries, newest first, and the (datetime, id) key to continue after, if any."""
+    performer, account = aliased(User), aliased(User)
+    query = (select(LogEntry, performer.username, performer.robot, account.username, account.organization)
+             .outerjoin(performer, performer.id == LogEntry.performer_id)
+             .outerjoin(account, account.id == LogEntry.account_id))
+    query = _filtered(query, flt, aliased(User))
+    if after is not None:
+        query = query.where(tuple_(LogEntry.datetime, LogEntry.id) < tuple_(*after))
+    query = query.order_by(LogEntry.datetime.desc(), LogEntry.id.desc()).limit(limit + 1)
+    rows = (await session.execute(query)).all()
+    views = [LogView(e.id, e.kind, e.metadata_json or {}, e.ip, e.datetime, p_name, bool(p_robot),
+                     a_name, bool(a_org)) for e, p_name, p_robot, a_name, a_org in rows[:limit]]
+    more = len(rows) > limit
+    return views, ((views[-1].datetime, views[-1].id) if more else None)
+
+
+async def aggregate_logs(session: AsyncSession, flt: LogFilter) -> list[tuple[str, date, int]]:
+    """(kind, day, count) for every kind logged on every day of the range (UTC days)."""
+    day = func.date(LogEntry.datetime, type_=Date)
+    query = _filtered(select(LogEntry.kind, day, func.count(LogEntry.id)), flt, aliased(User))
+    query = query.group_by(LogEntry.kind, day).order_by(day, LogEntry.kind)
+    out = []
+    for kind, when, count in (await session.execute(query)).all():
+        if isinstance(when, str):  # drivers without a date type hand back the ISO text
+            when = date.fromisoformat(when)
+        out.append((kind, when, int(count)))
+    return out

@@ -157,3 +157,35 @@ class Tag(Base):
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     reversion: Mapped[bool] = mapped_column(Boolean, default=False)
     immutable: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LabelSource:
+    """Where a label came from: the image itself, the API (the only mutable kind), or the registry."""
+
+    MANIFEST = "manifest"
+    API = "api"
+    INTERNAL = "internal"
+
+
+class Label(Base):
+    """A key/value annotation on a manifest, as Quay shows and filters them."""
+
+    __tablename__ = "label"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    key: Mapped[str] = mapped_column(String(255), index=True)
+    value: Mapped[str] = mapped_column(Text)
+    media_type: Mapped[str] = mapped_column(String(64))
+    source_type: Mapped[str] = mapped_column(String(16))
+
+
+class ManifestLabel(Base):
+    """Links a label to the manifest (and repository) it annotates."""
+
+    __tablename__ = "manifestlabel"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id"), index=True)
+    manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id"), index=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("label.id"), unique=True)

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quaymaster.accounts import permissions
 from quaymaster.accounts.models import User
+from quaymaster.content import labels
+from quaymaster.content.errors import ContentError
 from quaymaster.content.models import (
     Blob,
     BlobPlacement,
@@ -29,16 +31,6 @@ from quaymaster.db.engine import Database
 from quaymaster.oci.manifest import ParsedManifest
 
 TEMP_TAG_PREFIX = "$temp-"
-
-
-class ContentError(Exception):
-    """A request the content rules refuse; `code` is the registry error code."""
-
-    def __init__(self, code: str, message: str, detail: object = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -80,10 +72,10 @@ async def get_repository(session: AsyncSession, namespace: str, name: str) -> Re
 
 async def create_repository(session: AsyncSession, namespace: User, name: str,
                             visibility: str = "private", description: str | None = None,
-                            creator_id: int | None = None) -> RepoRef:
+                            creator_id: int | None = None, kind: str = "image") -> RepoRef:
     """A new repository; in an organization its default permissions apply and the creator gets admin."""
     repo = Repository(namespace_user_id=namespace.id, name=name, visibility=visibility,
-                      description=description)
+                      description=description, kind=kind)
     session.add(repo)
     await session.flush()
     if namespace.organization:
@@ -260,22 +252,30 @@ async def pull_manifest(db: Database, namespace: str, name: str, reference: str,
     return PulledManifest(*row) if row else None
 
 
-async def store_manifest(session: AsyncSession, repo: RepoRef, parsed: ParsedManifest) -> Manifest:
-    """Validate references and store the manifest with its blob and child links (idempotent)."""
+async def manifest_exists(session: AsyncSession, repo_id: int, digest: str) -> bool:
+    """Whether the repository holds this manifest row, live or not."""
+    return bool(await session.scalar(select(exists().where(
+        Manifest.repository_id == repo_id, Manifest.digest == digest))))
+
+
+async def store_manifest(session: AsyncSession, repo: RepoRef, parsed: ParsedManifest,
+                         config: dict | None = None) -> Manifest:
+    """Validate references and store the manifest with its blob and child links (idempotent).
+
+    `config` is the image config read beforehand (content.imageconfig); its labels become the
+    manifest's labels."""
     existing = await session.scalar(select(Manifest).where(
         Manifest.repository_id == repo.id, Manifest.digest == parsed.digest))
     if existing is not None:
         return existing
 
     blob_ids: list[int] = []
-    total = 0
     for digest in parsed.blob_digests:
         found = await linked_blob(session, repo.id, digest)
         if found is None:
             raise ContentError("MANIFEST_BLOB_UNKNOWN", f"blob {digest} is not known to this repository",
                                {"digest": digest})
         blob_ids.append(found[0].id)
-        total += found[0].size
 
     child_ids: list[int] = []
     for digest in dict.fromkeys(parsed.child_digests):
@@ -294,7 +294,8 @@ async def store_manifest(session: AsyncSession, repo: RepoRef, parsed: ParsedMan
         artifact_type=parsed.effective_artifact_type,
         subject=parsed.subject.digest if parsed.subject else None,
         annotations=parsed.annotations or None,
-        layers_compressed_size=total if not parsed.is_index else None,
+        # Quay's meaning: the layers' compressed sizes as the manifest states them, config excluded.
+        layers_compressed_size=sum(d.size for d in parsed.layers) if not parsed.is_index else None,
     )
     session.add(manifest)
     await session.flush()
@@ -303,6 +304,8 @@ async def store_manifest(session: AsyncSession, repo: RepoRef, parsed: ParsedMan
     for child_id in child_ids:
         session.add(ManifestChild(repository_id=repo.id, manifest_id=manifest.id,
                                   child_manifest_id=child_id))
+    if config is not None:
+        await labels.add_image_labels(session, repo.id, manifest.id, labels.config_labels(config))
     return manifest
 
 
@@ -313,8 +316,12 @@ async def _end_time(session: AsyncSession, repo_id: int, name: str, now: int) ->
     return now if latest is None or latest < now else latest + 1
 
 
-async def set_tag(session: AsyncSession, repo_id: int, name: str, manifest_id: int) -> Tag | None:
-    """Point a tag at a manifest, ending the previous lifetime; returns the tag it replaced."""
+async def set_tag(session: AsyncSession, repo_id: int, name: str, manifest_id: int, *,
+                  reversion: bool = False) -> Tag | None:
+    """Point a tag at a manifest, ending the previous lifetime; returns the tag it replaced.
+
+    A `quay.expires-after` label on the manifest gives the new lifetime an end, except when
+    the tag is being restored (a reversion), as in Quay."""
     now = now_ms()
     current = await session.scalar(select(Tag).where(
         Tag.repository_id == repo_id, Tag.name == name, Tag.hidden.is_(False), _alive(now)))
@@ -325,8 +332,9 @@ async def set_tag(session: AsyncSession, repo_id: int, name: str, manifest_id: i
             raise ContentError("TAG_IMMUTABLE", f"tag {name!r} is immutable")
         current.lifetime_end_ms = await _end_time(session, repo_id, name, now)
         await session.flush()
-    session.add(Tag(repository_id=repo_id, name=name, manifest_id=manifest_id,
-                    lifetime_start_ms=now, lifetime_end_ms=None))
+    expires_s = None if reversion else await labels.expiration_s(session, manifest_id)
+    session.add(Tag(repository_id=repo_id, name=name, manifest_id=manifest_id, reversion=reversion,
+                    lifetime_start_ms=now, lifetime_end_ms=now + expires_s * 1000 if expires_s else None))
     await session.flush()
     return current
 
@@ -391,3 +399,88 @@ async def referrers(session: AsyncSession, repo_id: int, subject: str,
 async def lock_repository(session: AsyncSession, repo_id: int) -> None:
     """Serialize tag changes per repository (row lock on PostgreSQL; SQLite writers are serial)."""
     await session.execute(select(Repository.id).where(Repository.id == repo_id).with_for_update())
+
+
+# =================================================================================================
+# Repository search and namespace ownership (used by /find/repositories and the superuser panel).
+# Kept together at the end of the module so concurrent edits above stay independent.
+# =================================================================================================
+
+@dataclass(frozen=True)
+class RepoSearchHit:
+    """A repository as search results show it."""
+
+    id: int
+    namespace: str
+    namespace_is_org: bool
+    name: str
+    description: str | None
+    visibility: str
+    kind: str
+    last_modified_ms: int | None
+    stars: int
+
+
+def _readable_by(user_id: int, *, own_namespace: bool):
+    """SQL: repositories this user (or robot) may read, mirroring permissions.repo_role."""
+    from quaymaster.accounts.models import RepositoryPermission, Team, TeamMember
+
+    direct = exists().where(RepositoryPermission.repository_id == Repository.id,
+                            RepositoryPermission.user_id == user_id)
+    via_team = exists().where(RepositoryPermission.repository_id == Repository.id,
+                              TeamMember.team_id == RepositoryPermission.team_id,
+                              TeamMember.user_id == user_id)
+    org_admin = exists().where(Team.organization_id == Repository.namespace_user_id, Team.role == "admin",
+                               TeamMember.team_id == Team.id, TeamMember.user_id == user_id)
+    clauses = [Repository.visibility == "public", direct, via_team, org_admin]
+    if own_namespace:
+        clauses.append(Repository.namespace_user_id == user_id)
+    return or_(*clauses)
+
+
+async def search_repositories(session: AsyncSession, query: str, *, user_id: int | None, user_is_robot: bool = False,
+                              include_public: bool = True, see_all: bool = False, offset: int = 0,
+                              limit: int = 10) -> list[RepoSearchHit]:
+    """Repositories matching `query` (in the name or description; `ns/name` narrows to one
+    namespace) that the caller may read: with `user_id` what that account may read, else public
+    ones when `include_public`; `see_all` lifts the filter (superusers with full access)."""
+    from quaymaster.accounts.models import Star
+
+    if see_all:
+        visible = None
+    elif user_id is not None:
+        visible = _readable_by(user_id, own_namespace=not user_is_robot)
+    elif include_public:
+        visible = Repository.visibility == "public"
+    else:
+        return []
+    text = query.strip().lower()
+    if "/" in text:
+        ns, _, name = text.partition("/")
+        match = (User.username == ns) & Repository.name.icontains(name, autoescape=True)
+    else:
+        match = or_(Repository.name.icontains(text, autoescape=True),
+                    Repository.description.icontains(text, autoescape=True))
+    last_modified = (select(func.max(Tag.lifetime_start_ms))
+                     .where(Tag.repository_id == Repository.id, Tag.hidden.is_(False), _alive(now_ms()))
+                     .scalar_subquery())
+    stars = select(func.count(Star.id)).where(Star.repository_id == Repository.id).scalar_subquery()
+    q = (select(Repository.id, User.username, User.organization, Repository.name, Repository.description,
+                Repository.visibility, Repository.kind, last_modified, stars)
+         .join(User, User.id == Repository.namespace_user_id)
+         .where(match, Repository.state != RepositoryState.MARKED_FOR_DELETION)
+         .order_by((func.lower(Repository.name) == text).desc(), User.username, Repository.name)
+         .offset(offset).limit(limit))
+    if visible is not None:
+        q = q.where(visible)
+    return [RepoSearchHit(r_id, ns, bool(is_org), name, desc, vis, kind, lm, int(st or 0))
+            for r_id, ns, is_org, name, desc, vis, kind, lm, st in (await session.execute(q)).all()]
+
+
+async def namespace_repository_counts(session: AsyncSession, namespace_id: int) -> tuple[int, int]:
+    """(live, awaiting deletion) repository rows of a namespace: while either is non-zero the
+    namespace row is still referenced, so a user or organization cannot be deleted."""
+    pending = Repository.state == RepositoryState.MARKED_FOR_DELETION
+    counts = select(func.count(Repository.id).filter(~pending), func.count(Repository.id).filter(pending))
+    row = (await session.execute(counts.where(Repository.namespace_user_id == namespace_id))).one()
+    return int(row[0] or 0), int(row[1] or 0)

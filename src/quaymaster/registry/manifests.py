@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from quaymaster.accounts.permissions import PULL, PUSH
+from quaymaster.content import imageconfig
 from quaymaster.content import service as content
 from quaymaster.content.service import PulledManifest
 from quaymaster.oci import mediatypes as mt
@@ -93,9 +94,10 @@ async def put_manifest(request: Request) -> Response:
     if by_digest and parsed.digest != reference:
         raise RegistryError("DIGEST_INVALID", "the manifest body does not match the digest in the URL",
                             {"expected": reference, "actual": parsed.digest})
+    config = await imageconfig.config_for_push(ctx.db, ctx.storage, repo, parsed)  # labels, read before locking
     async with ctx.db.write() as session:
         await content.lock_repository(session, repo.id)
-        manifest = await content.store_manifest(session, repo, parsed)
+        manifest = await content.store_manifest(session, repo, parsed, config)
         if by_digest:
             keep = None if parsed.subject else ctx.settings.PUSH_TEMP_TAG_EXPIRATION_SEC
             await content.hold_untagged(session, repo.id, manifest.id, keep)
