@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 HOST   ?= 0.0.0.0
 PORT   ?= 8080
-# Debian packages the tests drive as real clients and services.
-TEST_DEBS := podman skopeo docker-registry postgresql redis-server
+# Debian packages the tests drive as real clients and services
+# (swift-*: OpenStack Swift with its s3api middleware, the S3-compatible server of the storage tests).
+TEST_DEBS := podman skopeo docker-registry postgresql redis-server \
+	swift-proxy swift-account swift-container swift-object
 
 .PHONY: run test install install-test debs unit bench clean
 

@@ -5,9 +5,10 @@ import hashlib
 import logging
 import os
 import re
+from contextlib import aclosing
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from quaymaster.accounts.permissions import PULL, PUSH
 from quaymaster.content import service as content
@@ -19,6 +20,7 @@ from quaymaster.oci.errors import OCIError
 from quaymaster.registry.auth import Caller
 from quaymaster.registry.common import endpoint, parse_name, require
 from quaymaster.registry.errors import RegistryError
+from quaymaster.storage.base import BlobNotFound, BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +102,72 @@ async def get_blob(request: Request) -> Response:
     headers = {"Docker-Content-Digest": digest, "Cache-Control": "max-age=31536000"}
     if store is None:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} has no stored copy", status=404)
-    url = await store.download_url(digest)
-    if url is not None and request.method == "GET":
+    url = await store.download_url(digest) if request.method == "GET" else None
+    if url is not None:
         return RedirectResponse(url, status_code=307, headers=headers)
     path = store.local_path(digest)
-    if path is None or not os.path.isfile(path):
+    if path is None:
+        return await _stream_from_store(request, store, digest, blob.size, headers)
+    if not os.path.isfile(path):
         log.error("blob %s is recorded but missing from storage location %s", digest, store.name)
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is missing from storage", status=404)
     if "range" in request.headers:
         return RangedBlobFile(path, media_type="application/octet-stream", headers=headers)
     return BlobFile(path, blob.size, headers)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None | bool:
+    """[start, end) of a single `bytes=` range; None if unsatisfiable, False to ignore the header
+    (malformed or several ranges: answering with the whole blob is allowed)."""
+    m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+    if not m or m.group(1) == m.group(2) == "":
+        return False
+    first, last = m.group(1), m.group(2)
+    if first == "":  # the final N bytes
+        count = int(last)
+        return (max(size - count, 0), size) if count and size else None
+    start = int(first)
+    end = size if last == "" else int(last) + 1
+    if last != "" and end <= start:
+        return False
+    if start >= size:
+        return None
+    return start, min(end, size)
+
+
+async def _stream_from_store(request: Request, store: BlobStore, digest: str, size: int,
+                             headers: dict[str, str]) -> Response:
+    """A blob from a store with neither a redirect URL nor a local file (S3 with proxy_downloads):
+    streamed through this process, Range requests included."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    start, end, status = 0, size, 200
+    if "range" in request.headers:
+        wanted = _byte_range(request.headers["range"], size)
+        if wanted is None:
+            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        if wanted:
+            start, end = wanted
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    chunks = store.stream(digest, start, end)
+    try:
+        first = await anext(chunks, b"")  # a missing object fails here, before any header is sent
+    except BlobNotFound:
+        await chunks.aclose()
+        log.error("blob %s is recorded but missing from storage location %s", digest, store.name)
+        raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is missing from storage", status=404) from None
+
+    async def body():
+        async with aclosing(chunks):
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+
+    return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")
 
 
 @endpoint

@@ -21,7 +21,56 @@ class StorageLocation:
     params: dict[str, Any]
 
 
-SUPPORTED_STORAGE_DRIVERS = {"LocalStorage"}
+class RedisConfig(BaseModel):
+    """BUILDLOGS_REDIS / USER_EVENTS_REDIS: where a Redis server answers (extra keys kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    host: str
+    port: int = Field(default=6379, ge=1, le=65535)
+    password: str | None = None
+    ssl: bool = False
+    db: int = Field(default=0, ge=0)
+
+
+SUPPORTED_STORAGE_DRIVERS = {"LocalStorage", "S3Storage", "RadosGWStorage"}
+_STORAGE_REQUIRED = {
+    "LocalStorage": ("storage_path",),
+    "S3Storage": ("s3_bucket",),
+    "RadosGWStorage": ("hostname", "bucket_name", "access_key", "secret_key"),
+}
+_SIGNATURE_VERSIONS = {"s3v4", "v4", "s3v2", "v2", "s3"}
+_STORAGE_NUMBERS = {"minimum_chunk_size_mb": 5, "maximum_chunk_size_gb": 0, "maximum_chunk_size_mb": 0, "port": 1}
+
+
+def _storage_params_problem(driver: str, params: dict[str, Any]) -> str | None:
+    """What is wrong with one location's parameters, phrased after its key; None if nothing."""
+    missing = [k for k in _STORAGE_REQUIRED.get(driver, ()) if not params.get(k)]
+    if missing:
+        return f"{driver} needs {', '.join(missing)}"
+    if driver == "LocalStorage":
+        return None
+    for key, low in _STORAGE_NUMBERS.items():
+        value = params.get(key)
+        if value is None:
+            continue
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None:
+            return f"{key}: must be a number"
+        if number < low or number <= 0:
+            return f"{key}: must be at least {low}" if low else f"{key}: must be positive"
+    sig = params.get("signature_version")
+    if sig is not None and str(sig).lower() not in _SIGNATURE_VERSIONS:
+        return f"signature_version: unsupported {sig!r} (use s3v4)"
+    if driver == "S3Storage" and bool(params.get("s3_access_key")) != bool(params.get("s3_secret_key")):
+        return "s3_access_key and s3_secret_key go together"
+    bundle = params.get("ca_bundle")
+    if bundle is not None and not isinstance(bundle, str):
+        return "ca_bundle: must be a file path"
+    return None
 SUPPORTED_DB_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
@@ -70,6 +119,27 @@ class Settings(BaseModel):
     ACTION_LOG_AUDIT_LOGINS: bool = True
     ACTION_LOG_AUDIT_LOGIN_FAILURES: bool = True
     SETUP_COMPLETE: bool = True
+    # TLS, Redis, LDAP, security scanner and mirroring keys (read by the config editor and validators).
+    EXTERNAL_TLS_TERMINATION: bool = False
+    BUILDLOGS_REDIS: RedisConfig | None = None
+    USER_EVENTS_REDIS: RedisConfig | None = None
+    LDAP_URI: str | None = None
+    LDAP_ADMIN_DN: str | None = None
+    LDAP_ADMIN_PASSWD: str | None = None
+    LDAP_BASE_DN: list[str] | None = None
+    LDAP_USER_RDN: list[str] | None = None
+    LDAP_UID_ATTR: str = "uid"
+    LDAP_EMAIL_ATTR: str = "mail"
+    LDAP_USER_FILTER: str | None = None
+    LDAP_SUPERUSER_FILTER: str | None = None
+    FEATURE_SECURITY_SCANNER: bool = False
+    SECURITY_SCANNER_V4_ENDPOINT: str | None = None
+    SECURITY_SCANNER_V4_PSK: str | None = None
+    SECURITY_SCANNER_INDEXING_INTERVAL: int = Field(default=30, ge=1)
+    FEATURE_REPO_MIRROR: bool = False
+    REPO_MIRROR_TLS_VERIFY: bool = True
+    REPO_MIRROR_INTERVAL: int = Field(default=30, ge=1)
+    REPO_MIRROR_SERVER_HOSTNAME: str | None = None
 
     @field_validator("SERVER_HOSTNAME")
     @classmethod
@@ -117,8 +187,9 @@ class Settings(BaseModel):
                     f"DISTRIBUTED_STORAGE_CONFIG.{name}: unsupported driver {entry[0]!r}"
                     f" (supported: {', '.join(sorted(SUPPORTED_STORAGE_DRIVERS))})"
                 )
-            if entry[0] == "LocalStorage" and not entry[1].get("storage_path"):
-                raise ValueError(f"DISTRIBUTED_STORAGE_CONFIG.{name}: LocalStorage needs storage_path")
+            problem = _storage_params_problem(entry[0], entry[1])
+            if problem:
+                raise ValueError(f"DISTRIBUTED_STORAGE_CONFIG.{name}: {problem}")
         if not self.DISTRIBUTED_STORAGE_PREFERENCE:
             raise ValueError("DISTRIBUTED_STORAGE_PREFERENCE: must name at least one location")
         for name in self.DISTRIBUTED_STORAGE_PREFERENCE:

@@ -1,4 +1,4 @@
-"""The storage contract every driver implements (local now, S3-compatible later).
+"""The storage contract every driver implements (local filesystem, S3-compatible object stores).
 
 Blobs are content-addressed by a digest the caller has already validated; upload sessions are
 addressed by server-generated ids. Drivers never see raw user input as paths.
@@ -10,6 +10,10 @@ from typing import AsyncIterator
 
 class StorageError(Exception):
     """The backend failed; the request should fail with 5xx and leave no visible blob."""
+
+
+class BlobNotFound(StorageError):
+    """The blob (or upload piece) asked for is not in this location."""
 
 
 class UploadWriter(abc.ABC):
@@ -60,7 +64,7 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def stream(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of a blob."""
+        """Bytes [start, end) of a blob; BlobNotFound if it is not stored here."""
 
     @abc.abstractmethod
     async def put(self, digest: str, data: bytes) -> None:
@@ -76,3 +80,8 @@ class BlobStore(abc.ABC):
     async def download_url(self, digest: str, expires_in: int = 600) -> str | None:
         """A presigned URL clients can fetch directly (object stores only)."""
         return None
+
+    async def abort_stale_uploads(self, older_than: float) -> int:
+        """Abort driver-side upload state (S3 multipart uploads) older than `older_than` seconds
+        that no commit will finish; returns how many. Nothing to do for most drivers."""
+        return 0

@@ -4,7 +4,23 @@ from quaymaster.settings import Settings
 from quaymaster.storage.base import BlobStore, StorageError
 from quaymaster.storage.local import LocalStorage
 
-DRIVERS = {"LocalStorage": lambda name, p: LocalStorage(name, p["storage_path"])}
+
+def _s3(driver: str):
+    """A builder that imports the S3 driver (and boto3) only when a location uses it."""
+
+    def build(name: str, params: dict) -> BlobStore:
+        from quaymaster.storage.s3 import S3Store
+
+        return S3Store.from_config(name, driver, params)
+
+    return build
+
+
+DRIVERS = {
+    "LocalStorage": lambda name, p: LocalStorage(name, p["storage_path"]),
+    "S3Storage": _s3("S3Storage"),
+    "RadosGWStorage": _s3("RadosGWStorage"),
+}
 
 
 class DistributedStorage:

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import AsyncIterator
 
-from quaymaster.storage.base import BlobStore, StorageError, UploadWriter
+from quaymaster.storage.base import BlobNotFound, BlobStore, StorageError, UploadWriter
 
 _DIGEST = re.compile(r"^(sha256|sha512):([a-f0-9]{64}|[a-f0-9]{128})$")
 _UPLOAD_ID = re.compile(r"^[a-f0-9-]{36}$")
@@ -100,7 +100,11 @@ class LocalStorage(BlobStore):
             return None
 
     async def stream(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        with open(self._blob_path(digest), "rb") as fh:
+        try:
+            fh = open(self._blob_path(digest), "rb")  # noqa: SIM115 (closed by the `with` below)
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest} is missing") from None
+        with fh:
             fh.seek(start)
             remaining = None if end is None else end - start
             while remaining is None or remaining > 0:

@@ -44,7 +44,7 @@ def test_quay_config_with_unknown_keys_loads(tmp_path):
     })
     s = load_settings(tmp_path / "config")
     assert s.base_url == "https://quay.example.com"
-    assert s.model_extra["BUILDLOGS_REDIS"] == {"host": "redis"}
+    assert s.BUILDLOGS_REDIS.host == "redis" and s.BUILDLOGS_REDIS.port == 6379  # a typed key now
     assert s.model_extra["FEATURE_MAILING"] is False
     assert s.max_layer_bytes == 20 * 1024**3
     assert s.is_superuser("quayadmin") and not s.is_superuser("other")
