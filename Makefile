@@ -7,9 +7,11 @@ TESTSTAMP := $(VENV)/.installed-test
 HOST   ?= 0.0.0.0
 PORT   ?= 8080
 # Debian packages the tests drive as real clients and services
-# (swift-*: OpenStack Swift with its s3api middleware, the S3-compatible server of the storage tests).
+# (swift-*: OpenStack Swift with its s3api middleware, the S3-compatible server of the storage tests;
+# slapd, ldap-utils: the OpenLDAP server and tools of the LDAP sign-in tests).
 TEST_DEBS := podman skopeo docker-registry postgresql redis-server \
-	swift-proxy swift-account swift-container swift-object
+	swift-proxy swift-account swift-container swift-object \
+	slapd ldap-utils
 
 .PHONY: run test install install-test debs unit bench clean
 

@@ -3,6 +3,8 @@
 import click
 
 from quaymaster import __version__
+from quaymaster.cli.config import config
+from quaymaster.cli.generate import generate
 from quaymaster.cli.migrate import migrate
 from quaymaster.cli.registry import registry
 from quaymaster.cli.user import user
@@ -17,3 +19,5 @@ def main() -> None:
 main.add_command(registry)
 main.add_command(user)
 main.add_command(migrate)
+main.add_command(config)
+main.add_command(generate)

@@ -1,0 +1,1 @@
+"""`quaymaster config <password>`: the config editor (form, validators, bundle download)."""
