@@ -8,10 +8,11 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8080
 # Debian packages the tests drive as real clients and services
 # (swift-*: OpenStack Swift with its s3api middleware, the S3-compatible server of the storage tests;
-# slapd, ldap-utils: the OpenLDAP server and tools of the LDAP sign-in tests).
+# slapd, ldap-utils: the OpenLDAP server and tools of the LDAP sign-in tests;
+# chromium: the browser Playwright drives in tests/e2e).
 TEST_DEBS := podman skopeo docker-registry postgresql redis-server \
 	swift-proxy swift-account swift-container swift-object \
-	slapd ldap-utils
+	slapd ldap-utils chromium
 
 .PHONY: run test install install-test debs unit bench clean
 

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from quaymaster.accounts import apptokens, orgs
+from quaymaster.accounts import apptokens, credentials, orgs
 from quaymaster.accounts import service as users
 from quaymaster.accounts.models import AppSpecificAuthToken, User
 from quaymaster.accounts.service import Identity
@@ -59,7 +59,8 @@ async def user_view(request: Request, user: User, identity: Identity | None = No
         "avatar": {"name": user.username, "kind": "user"},
         "organizations": [{"name": org.username, "is_org_admin": admin, "avatar": {"name": org.username, "kind": "org"}}
                           for org, admin in memberships],
-        "super_user": ctx.settings.is_superuser(user.username), "can_create_repo": True,
+        "super_user": identity.superuser if identity is not None and identity.user_id == user.id
+        else ctx.settings.is_superuser(user.username), "can_create_repo": True,
         "tag_expiration_s": user.removed_tag_expiration_s, "prompts": [],
     }
 
@@ -82,6 +83,7 @@ async def create_user(request: Request, body: NewUser):
     ctx = ctx_of(request)
     if not ctx.settings.FEATURE_USER_CREATION:
         raise forbidden("user creation is disabled")
+    _require_database_auth(ctx.settings, "accounts are created by signing in with LDAP credentials")
     async with ctx.db.write() as session:
         user = await users.create_user(session, body.username, body.email, body.password)
     ctx.audit.record("user_create", account_id=user.id, performer_id=user.id, ip=client_ip(request),
@@ -96,6 +98,7 @@ async def update_user(request: Request, body: UserUpdate, identity: Identity = D
     async with ctx.db.write() as session:
         user = await session.get(User, identity.user_id)
         if body.password is not None:
+            _require_database_auth(ctx.settings, "passwords are managed by the LDAP directory")
             await users.set_password(session, user, body.password)
             ctx.audit.record("user_change_password", account_id=user.id, performer_id=user.id, ip=client_ip(request))
         if body.email is not None:
@@ -119,6 +122,7 @@ async def initialize(request: Request, body: InitializeUser):
     ctx = ctx_of(request)
     if not ctx.settings.FEATURE_USER_INITIALIZE:
         raise not_found("FEATURE_USER_INITIALIZE is off")
+    _require_database_auth(ctx.settings, "the first user signs in with LDAP credentials")
     async with ctx.db.write() as session:
         if await users.count_users(session):
             raise ApiError(400, "cannot initialize a registry that already has users")
@@ -132,11 +136,27 @@ async def initialize(request: Request, body: InitializeUser):
     return result
 
 
+def _require_database_auth(settings, why: str) -> None:
+    """Local passwords mean nothing when another service checks them (Quay answers the same way)."""
+    if settings.AUTHENTICATION_TYPE != "Database":
+        raise ApiError(400, f"not available with AUTHENTICATION_TYPE {settings.AUTHENTICATION_TYPE}: {why}")
+
+
+def _unavailable() -> ApiError:
+    return ApiError(403, "authentication service unavailable; try again later", "authentication_unavailable")
+
+
 @router.post("/signin", summary="Sign in with a password (starts a browser session)")
 async def signin(request: Request, body: SignIn):
     ctx = ctx_of(request)
-    async with ctx.db.write() as session:
-        user = await users.verify_password(session, body.username, body.password)
+    try:
+        async with ctx.db.write() as session:
+            found = await credentials.password_login(session, ctx.settings, body.username, body.password)
+    except users.AuthUnavailable:
+        ctx.audit.record("login_failure", ip=client_ip(request),
+                         metadata={"type": "signin", "username": body.username[:255], "reason": "unavailable"})
+        raise _unavailable() from None
+    user = found[0] if found else None
     if user is None:
         ctx.audit.record("login_failure", ip=client_ip(request), metadata={"type": "signin", "username": body.username[:255]})
         raise ApiError(403, "Invalid username or password", "invalid_credentials")
@@ -149,9 +169,14 @@ async def signin(request: Request, body: SignIn):
 @router.post("/signin/verify", summary="Confirm the password again for a fresh login")
 async def verify(request: Request, body: VerifyPassword, identity: Identity = Depends(signed_in)):
     ctx = ctx_of(request)
-    async with ctx.db.write() as session:
-        user = await users.verify_password(session, identity.username, body.password)
-    if user is None:
+    try:
+        async with ctx.db.write() as session:
+            user = await session.get(User, identity.user_id)
+            confirmed = user is not None and await credentials.confirm_password(session, ctx.settings, user,
+                                                                                body.password)
+    except users.AuthUnavailable:
+        raise _unavailable() from None
+    if not confirmed:
         raise ApiError(403, "Invalid password", "invalid_credentials")
     return {"success": True, "csrf_token": start_session(request, user)}
 

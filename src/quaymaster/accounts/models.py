@@ -149,3 +149,20 @@ class Star(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id"), index=True)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class FederatedLogin(Base):
+    """A user's link to an outside identity (Quay's FederatedLogin): `service` ldap, `service_ident`
+    the uid the directory knows them by. Users created by an LDAP login are found again through it."""
+
+    __tablename__ = "federatedlogin"
+    __table_args__ = (
+        UniqueConstraint("service", "service_ident"),
+        UniqueConstraint("service", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    service: Mapped[str] = mapped_column(String(32))
+    service_ident: Mapped[str] = mapped_column(String(255))
+    metadata_json: Mapped[dict] = mapped_column(JSON, default=dict)

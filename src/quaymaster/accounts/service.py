@@ -2,7 +2,9 @@
 modules beside this one (orgs.py, robots.py, apptokens.py); together they write the accounts tables."""
 
 import asyncio
+import logging
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
@@ -11,8 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quaymaster.accounts.models import User
+from quaymaster.accounts.models import FederatedLogin, User
 from quaymaster.db.base import utcnow
+
+log = logging.getLogger(__name__)
 
 USERNAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -32,6 +36,12 @@ class NotFound(AccountError):
 
 class Conflict(AccountError):
     status = 409
+
+
+class AuthUnavailable(AccountError):
+    """The outside service that checks passwords (LDAP) cannot be asked: a refusal, not a crash."""
+
+    status = 403
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ async def delete_user(session: AsyncSession, user: User) -> None:
 
     await session.execute(sql_delete(OAuthAccessToken).where(OAuthAccessToken.authorized_user_id == user.id))
     await session.execute(sql_delete(Star).where(Star.user_id == user.id))
+    await session.execute(sql_delete(FederatedLogin).where(FederatedLogin.user_id == user.id))
     await session.delete(user)
 
 
@@ -204,3 +215,88 @@ async def set_password(session: AsyncSession, user: User, password: str) -> None
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     user.password_hash = await asyncio.to_thread(hash_password, password)
+
+
+# --- federated logins (LDAP): accounts the directory vouches for ---------------------------------
+
+def check_not_throttled(user: User) -> None:
+    """Raise LoginThrottled while the account is backing off after repeated failures."""
+    wait = _throttle_remaining(user)
+    if wait:
+        raise LoginThrottled(wait)
+
+
+def record_login_failure(user: User) -> None:
+    user.invalid_login_attempts += 1
+    user.last_invalid_login = utcnow()
+
+
+def record_login_success(user: User) -> None:
+    if user.invalid_login_attempts:
+        user.invalid_login_attempts = 0
+
+
+def username_candidates(name: str):
+    """Local names for an outside identity, best first: Quay's rules (lowercase ASCII letters and
+    digits, single . _ - between them, 2-255 long), then the same with 1, 2, 3 ... appended."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    base = re.sub(r"[^a-z0-9._-]+", "_", ascii_name)
+    base = re.sub(r"([._-])[._-]+", r"\1", base).strip("._-")[:240].strip("._-")
+    base = base.ljust(2, "0") if base else "user"
+    yield base
+    for n in range(1, 10000):
+        yield f"{base}{n}"
+
+
+async def get_federated_user(session: AsyncSession, service: str, ident: str) -> User | None:
+    return await session.scalar(select(User).join(FederatedLogin, FederatedLogin.user_id == User.id).where(
+        FederatedLogin.service == service, FederatedLogin.service_ident == ident.lower()))
+
+
+async def federated_ident(session: AsyncSession, user_id: int, service: str) -> str | None:
+    """The outside identity (e.g. LDAP uid) this account is linked to, if any."""
+    return await session.scalar(select(FederatedLogin.service_ident).where(
+        FederatedLogin.user_id == user_id, FederatedLogin.service == service))
+
+
+async def _email_free(session: AsyncSession, email: str | None, user_id: int | None = None) -> bool:
+    if not email or not EMAIL_RE.match(email):
+        return False
+    q = select(User.id).where(func.lower(User.email) == email.lower())
+    if user_id is not None:
+        q = q.where(User.id != user_id)
+    return not await session.scalar(q)
+
+
+async def create_federated_user(session: AsyncSession, service: str, ident: str, email: str | None) -> User:
+    """A new account for an outside identity, with no local password, linked to it.
+
+    The name comes from the identity (see username_candidates); an email another account already
+    uses is left off rather than refusing the sign-in."""
+    if email and not await _email_free(session, email):
+        log.warning("%s user %r: email %r is not usable here (invalid or already taken); account created without it",
+                    service, ident, email)
+        email = None
+    for candidate in username_candidates(ident):
+        if await get_namespace(session, candidate) is None:
+            break
+    else:  # pragma: no cover - ten thousand namesakes
+        raise Conflict(f"no free username for {ident!r}")
+    user = User(uuid=str(uuid.uuid4()), username=candidate, email=email, password_hash=None)
+    session.add(user)
+    await session.flush()
+    session.add(FederatedLogin(user_id=user.id, service=service, service_ident=ident.lower(),
+                               metadata_json={"service_username": ident}))
+    await session.flush()
+    return user
+
+
+async def update_federated_email(session: AsyncSession, user: User, email: str | None) -> None:
+    """Take the email the outside service has now, when it is valid and no other account uses it."""
+    if not email or (user.email or "").lower() == email.lower():
+        return
+    if await _email_free(session, email, user.id):
+        user.email = email
+    else:
+        log.warning("user %s: email %r from the directory is invalid or taken; keeping %r", user.username, email,
+                    user.email)

@@ -39,8 +39,9 @@ async def current_identity(request: Request) -> Identity:
             from sqlalchemy import select
 
             user = await session.scalar(select(User).where(User.uuid == request.session["user_uuid"]))
+            if user is not None and user.enabled:
+                identity = await credentials.identity_of(session, user, ctx.settings, via="session")
         if user is not None and user.enabled:
-            identity = credentials.identity_for(user, ctx.settings, via="session")
             if request.method not in SAFE_METHODS:
                 sent = request.headers.get("x-csrf-token") or request.query_params.get("_csrf_token")
                 expected = request.session.get("csrf")

@@ -71,6 +71,8 @@ async def _authenticate(ctx: AppContext, request: Request) -> Identity | None:
     except accounts.LoginThrottled as exc:
         raise RegistryError("TOO_MANY_REQUESTS", str(exc), status=429,
                             headers={"Retry-After": str(exc.retry_after)}) from None
+    except accounts.AuthUnavailable:
+        raise unauthorized(ctx, "authentication service unavailable; try again later") from None
     if identity is None and ctx.settings.ACTION_LOG_AUDIT_LOGIN_FAILURES:
         ctx.audit.record("login_failure", ip=client_ip(request),
                          metadata={"type": "v2auth", "username": username[:255]})

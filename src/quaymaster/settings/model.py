@@ -92,7 +92,7 @@ class Settings(BaseModel):
     SECRET_KEY: str = ""
     DATABASE_SECRET_KEY: str = ""
     SUPER_USERS: list[str] = Field(default_factory=list)
-    AUTHENTICATION_TYPE: Literal["Database"] = "Database"
+    AUTHENTICATION_TYPE: Literal["Database", "LDAP"] = "Database"
     FEATURE_USER_CREATION: bool = True
     FEATURE_ANONYMOUS_ACCESS: bool = True
     FEATURE_REFERRERS_API: bool = True
@@ -132,6 +132,11 @@ class Settings(BaseModel):
     LDAP_EMAIL_ATTR: str = "mail"
     LDAP_USER_FILTER: str | None = None
     LDAP_SUPERUSER_FILTER: str | None = None
+    LDAP_SECONDARY_USER_RDNS: list[str] = Field(default_factory=list)
+    LDAP_ALLOW_INSECURE_FALLBACK: bool = False
+    LDAP_TIMEOUT: float = Field(default=10.0, gt=0)  # seconds for one LDAP operation
+    LDAP_NETWORK_TIMEOUT: float = Field(default=10.0, gt=0)  # seconds to connect
+    LDAP_FOLLOW_REFERRALS: bool = True
     FEATURE_SECURITY_SCANNER: bool = False
     SECURITY_SCANNER_V4_ENDPOINT: str | None = None
     SECURITY_SCANNER_V4_PSK: str | None = None
