@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from quaymaster.accounts import apptokens
+from quaymaster.accounts import apptokens, credentials
 from quaymaster.accounts import service as users
 from quaymaster.accounts.models import User
-from quaymaster.accounts.service import AccountError, Identity, LoginThrottled
+from quaymaster.accounts.service import AccountError, AuthUnavailable, Identity, LoginThrottled
 from quaymaster.api.auth import start_session
 from quaymaster.api.format import client_ip
 from quaymaster.web.render import (
@@ -22,6 +22,8 @@ from quaymaster.web.render import (
     safe_next,
 )
 
+REVEAL_KEY = "_reveal_app_token"  # the uuid of a token created a moment ago, shown once
+
 
 def _field(form, name: str, limit: int = 1024) -> str:
     value = form.get(name)
@@ -29,6 +31,15 @@ def _field(form, name: str, limit: int = 1024) -> str:
 
 
 # --- sign in / out, create account ---------------------------------------------------------------
+
+def local_passwords(settings) -> bool:
+    """Passwords live in our database (not in an LDAP directory): they can be set and changed here."""
+    return settings.AUTHENTICATION_TYPE == "Database"
+
+
+def signup_enabled(settings) -> bool:
+    return settings.FEATURE_USER_CREATION and local_passwords(settings)
+
 
 async def signin(request: Request) -> Response:
     ctx = ctx_of(request)
@@ -47,9 +58,14 @@ async def signin(request: Request) -> Response:
     else:
         try:
             async with ctx.db.write() as session:
-                user = await users.verify_password(session, username, password)
+                found = await credentials.password_login(session, ctx.settings, username, password)
+            user = found[0] if found else None
         except LoginThrottled as exc:
             error, status = str(exc).capitalize() + ".", 429
+        except AuthUnavailable:
+            ctx.audit.record("login_failure", ip=client_ip(request),
+                             metadata={"type": "signin", "username": username, "reason": "unavailable"})
+            error, status = "The sign-in service is unavailable right now. Try again later.", 503
         if user is None and error is None:
             ctx.audit.record("login_failure", ip=client_ip(request), metadata={"type": "signin", "username": username})
             error, status = "Invalid username or password.", 403
@@ -64,7 +80,7 @@ async def signin(request: Request) -> Response:
 
 async def signup(request: Request) -> Response:
     ctx = ctx_of(request)
-    if not ctx.settings.FEATURE_USER_CREATION:
+    if not signup_enabled(ctx.settings):
         raise HTTPException(404)
     next_url = safe_next(request.query_params.get("next"))
     values = {"username": "", "email": ""}
@@ -135,11 +151,16 @@ def cli_commands(ctx, username: str) -> dict:
 async def _settings_page(request: Request, user: User, *, status: int = 200, **extra) -> Response:
     ctx = ctx_of(request)
     tokens_on = ctx.settings.FEATURE_APP_SPECIFIC_TOKENS
-    tokens = []
+    tokens, new_token = [], None
+    reveal = request.session.pop(REVEAL_KEY, None)
     if tokens_on:
         async with ctx.db.read() as session:
             tokens = await apptokens.list_app_tokens(session, user)
-    context = {"account": user, "tokens": tokens, "tokens_enabled": tokens_on,
+        for row in tokens:
+            if reveal and row.uuid == reveal:
+                new_token = {"title": row.title, "token": apptokens.full_app_token(ctx.cipher, row)}
+    context = {"account": user, "tokens": tokens, "tokens_enabled": tokens_on, "new_token": new_token,
+               "local_passwords": local_passwords(ctx.settings),
                "cli": cli_commands(ctx, user.username), "errors": {}}
     context.update(extra)
     return await render(request, "accounts/settings.html", context, status=status)
@@ -153,24 +174,32 @@ async def user_page(request: Request) -> Response:
             and identity.kind == "user":
         _, user = await _me(request, name)
         return await _settings_page(request, user)
-    if identity.anonymous and request.query_params.get("tab") == "settings":
+    tab = request.query_params.get("tab")
+    if identity.anonymous and tab in ("settings", "robots"):
         await require_signin(request)
+    if tab == "robots" and identity.username == name:
+        return RedirectResponse(f"/user/{name}/robots", status_code=303)  # the robots pages (views_orgs)
     return RedirectResponse(f"/repository/?namespace={name}", status_code=303)
 
 
 async def _verify_current(request: Request, user: User, password: str) -> bool:
-    async with ctx_of(request).db.write() as session:
-        try:
-            return await users.verify_password(session, user.username, password) is not None
-        except LoginThrottled:
-            return False
+    """A fresh login: the signed-in user's password, checked wherever passwords live."""
+    ctx = ctx_of(request)
+    try:
+        async with ctx.db.write() as session:
+            return await credentials.confirm_password(session, ctx.settings, user, password)
+    except (LoginThrottled, AuthUnavailable):
+        return False
 
 
 async def change_password(request: Request) -> Response:
     identity, user = await _me(request, request.path_params["name"])
     form = await check_csrf(request)
     ctx = ctx_of(request)
-    current, new, confirm = _field(form, "current_password"), _field(form, "new_password"), _field(form, "confirm_password")
+    if not local_passwords(ctx.settings):
+        raise HTTPException(404)
+    current, new = _field(form, "current_password"), _field(form, "new_password")
+    confirm = _field(form, "confirm_password")
     errors = {}
     if not await _verify_current(request, user, current):
         errors["current_password"] = "Your current password is not correct."
@@ -193,6 +222,8 @@ async def change_email(request: Request) -> Response:
     identity, user = await _me(request, request.path_params["name"])
     form = await check_csrf(request)
     ctx = ctx_of(request)
+    if not local_passwords(ctx.settings):
+        raise HTTPException(404)  # the directory owns the email address too
     email, current = _field(form, "email", 255).strip(), _field(form, "current_password")
     errors = {}
     if not await _verify_current(request, user, current):
@@ -230,8 +261,10 @@ async def create_token(request: Request) -> Response:
         row, token = await apptokens.create_app_token(session, ctx.cipher, await session.get(User, user.id), title)
     ctx.audit.record("create_app_specific_token", account_id=user.id, performer_id=user.id, ip=client_ip(request),
                      metadata={"app_specific_token_title": title, "app_specific_token": row.uuid})
-    # Rendered in the response to the POST, never stored: the secret is shown this once.
-    return await _settings_page(request, user, new_token={"title": title, "token": token})
+    # Post/redirect/get: the session remembers only which token to reveal, never its secret,
+    # and the next page shows it once.
+    request.session[REVEAL_KEY] = row.uuid
+    return RedirectResponse(f"/user/{user.username}?tab=settings#new-token", status_code=303)
 
 
 async def revoke_token(request: Request) -> Response:
@@ -245,7 +278,8 @@ async def revoke_token(request: Request) -> Response:
         title = row.title
         await apptokens.revoke_app_token(session, row)
     ctx.audit.record("revoke_app_specific_token", account_id=user.id, performer_id=user.id, ip=client_ip(request),
-                     metadata={"app_specific_token_title": title, "app_specific_token": request.path_params["token_uuid"]})
+                     metadata={"app_specific_token_title": title,
+                               "app_specific_token": request.path_params["token_uuid"]})
     flash(request, f"The token “{title}” was revoked.", "success")
     return RedirectResponse(f"/user/{user.username}?tab=settings#tokens", status_code=303)
 

@@ -32,17 +32,26 @@ def _alive(now: int):
     return or_(Tag.lifetime_end_ms.is_(None), Tag.lifetime_end_ms > now)
 
 
+HISTORY_ORDERS = {
+    "recent": (Tag.lifetime_start_ms.desc(), Tag.id.desc()),
+    "oldest": (Tag.lifetime_start_ms.asc(), Tag.id.asc()),
+    "name": (Tag.name.asc(), Tag.lifetime_start_ms.desc(), Tag.id.desc()),
+    "-name": (Tag.name.desc(), Tag.lifetime_start_ms.desc(), Tag.id.desc()),
+}
+
+
 async def history(session: AsyncSession, repo_id: int, *, window_s: int, active_only: bool = False,
                   name: str | None = None, name_contains: str | None = None, offset: int = 0,
-                  limit: int = 50) -> list[TagView]:
-    """Visible tag rows, newest first: alive ones and, unless `active_only`, those still restorable."""
+                  limit: int = 50, order: str = "recent") -> list[TagView]:
+    """Visible tag rows, newest first (or by `order`, see HISTORY_ORDERS): alive ones and,
+    unless `active_only`, those still restorable."""
     now = now_ms()
     keep = _alive(now) if active_only else or_(_alive(now), Tag.lifetime_end_ms > now - window_s * 1000)
     q = (select(Tag.name, Tag.reversion, Tag.lifetime_start_ms, Tag.lifetime_end_ms, Manifest.digest,
                 Manifest.media_type, Manifest.layers_compressed_size)
          .join(Manifest, Manifest.id == Tag.manifest_id)
          .where(Tag.repository_id == repo_id, Tag.hidden.is_(False), keep)
-         .order_by(Tag.lifetime_start_ms.desc(), Tag.id.desc()).offset(offset).limit(limit))
+         .order_by(*HISTORY_ORDERS[order]).offset(offset).limit(limit))
     if name is not None:
         q = q.where(Tag.name == name)
     if name_contains is not None:

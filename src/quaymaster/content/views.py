@@ -6,6 +6,7 @@ is the same 404 page as a missing one; one they may read but not change answers 
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.datastructures import FormData
@@ -165,7 +166,8 @@ async def create_repository(request: Request) -> Response:
     form = await check_csrf(request)
     ctx = ctx_of(request)
     values = {"namespace": _field(form, "namespace", 255), "name": _field(form, "name", 255),
-              "visibility": _field(form, "visibility", 16) or "private", "description": _field(form, "description", 4096)}
+              "visibility": _field(form, "visibility", 16) or "private",
+              "description": _field(form, "description", 4096)}
     errors: dict[str, str] = {}
     if values["visibility"] not in ("public", "private"):
         errors["visibility"] = "Choose public or private."
@@ -344,9 +346,20 @@ async def repository_page(request: Request, *, status: int = 200, extra: dict | 
     return await render(request, "content/repo.html", context, status=status)
 
 
+def _page_instead(request: Request, tab: str) -> Response | None:
+    """A fragment URL opened directly (a bookmark, no htmx): the full page with the same query."""
+    if is_htmx(request):
+        return None
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "tab"])
+    base = f"/repository/{request.path_params['namespace']}/{request.path_params['name']}"
+    return RedirectResponse(f"{base}?tab={tab}" + (f"&{query}" if query else ""), status_code=302)
+
+
 async def tags_table(request: Request) -> Response:
     """The tags table alone, for htmx filtering, sorting and paging."""
     identity, repo, role = await _repo(request, "read")
+    if (page := _page_instead(request, "tags")) is not None:
+        return page
     async with ctx_of(request).db.read() as session:
         row, _ = await repositories.details(session, repo.id)
     context = await _tags_context(request, repo)
@@ -357,6 +370,8 @@ async def tags_table(request: Request) -> Response:
 
 async def history_table(request: Request) -> Response:
     identity, repo, role = await _repo(request, "read")
+    if (page := _page_instead(request, "history")) is not None:
+        return page
     async with ctx_of(request).db.read() as session:
         row, owner = await repositories.details(session, repo.id)
     context = await _history_context(request, repo, owner.removed_tag_expiration_s)
@@ -534,7 +549,8 @@ async def remove_permission(request: Request) -> Response:
                 await permissions.delete_permission(session, repo.id, user=user)
     except ApiError as exc:
         return await _fail(request, "settings", exc.message, exc.status)
-    audit(request, "delete_repo_permission", repo, identity, **({"team": name} if kind == "team" else {"username": name}))
+    who = {"team": name} if kind == "team" else {"username": name}
+    audit(request, "delete_repo_permission", repo, identity, **who)
     flash(request, f"Removed the permission of {name}.", "success")
     return RedirectResponse(f"{_base(repo)}?tab=settings#permissions", status_code=303)
 

@@ -211,7 +211,8 @@ async def _user_orgs(ctx: AppContext, identity: Identity) -> list[dict]:
     from quaymaster.accounts import orgs
 
     async with ctx.db.read() as session:
-        return [{"name": org.username, "is_admin": admin} for org, admin in await orgs.orgs_of(session, identity.user_id)]
+        memberships = await orgs.orgs_of(session, identity.user_id)
+    return [{"name": org.username, "is_admin": admin} for org, admin in memberships]
 
 
 async def base_context(request: Request) -> dict[str, Any]:
@@ -229,7 +230,7 @@ async def base_context(request: Request) -> dict[str, Any]:
         "csrf_field": CSRF_FIELD,
         "config": {"title": settings.REGISTRY_TITLE, "title_short": settings.REGISTRY_TITLE_SHORT,
                    "hostname": settings.SERVER_HOSTNAME, "scheme": settings.PREFERRED_URL_SCHEME,
-                   "user_creation": settings.FEATURE_USER_CREATION},
+                   "user_creation": settings.FEATURE_USER_CREATION and settings.AUTHENTICATION_TYPE == "Database"},
     }
 
 
@@ -248,7 +249,8 @@ async def render_fragment(request: Request, template_name: str, context: dict | 
     identity = await identity_of(request)
     values: dict[str, Any] = {"request": request, "user": None if identity.anonymous else identity,
                               "csrf_token": csrf_token(request), "csrf_field": CSRF_FIELD,
-                              "config": {"title": ctx.settings.REGISTRY_TITLE, "hostname": ctx.settings.SERVER_HOSTNAME}}
+                              "config": {"title": ctx.settings.REGISTRY_TITLE,
+                                         "hostname": ctx.settings.SERVER_HOSTNAME}}
     values.update(context or {})
     return HTMLResponse(templates.get_template(template_name).render(values), status_code=status, headers=headers)
 
