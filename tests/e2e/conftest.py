@@ -21,7 +21,7 @@ SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 ADMIN = "quayadmin"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
@@ -37,7 +37,7 @@ def browser():
             instance.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuaymasterServer]:
     """One registry for the module, on SQLite; quayadmin (created through the UI) is a superuser."""
     with quaymaster_server(tmp_path_factory.mktemp("quaymaster-ui"), config={"SUPER_USERS": [ADMIN]}) as server:
