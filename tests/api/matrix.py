@@ -4,6 +4,9 @@ alice creates organization `acme` (so she is in its owners team). Teams: plain (
 permissions), readers/writers/repoadmins (member role with read/write/admin on both repositories),
 creators (creator role). A robot `acme+bot` has write on both repositories. Tokens are OAuth
 tokens of alice with one scope each. `root` is a superuser with no membership.
+
+On /api/v1 every user calls with an OAuth token carrying all scopes (what a browser session
+amounts to); the robot presents its token as a bearer, which the API does not accept.
 """
 
 import base64
@@ -34,11 +37,18 @@ def _basic_header(user: str, password: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
+async def _full_token(session, user) -> dict:
+    """An OAuth token with every scope: the API-side equivalent of the user's browser session."""
+    _, token = await apptokens.create_oauth_token(session, user, frozenset(apptokens.SCOPES))
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def build(ctx) -> dict[str, Caller]:
-    callers: dict[str, Caller] = {"anonymous": Caller("anonymous", None, {}),
-                                  "outsider": Caller("outsider", ("bob", "bob-password"), {})}
+    callers: dict[str, Caller] = {"anonymous": Caller("anonymous", None, {})}
     async with ctx.db.write() as session:
         alice = await users.require_user(session, "alice")
+        bob = await users.require_user(session, "bob")
+        callers["outsider"] = Caller("outsider", ("bob", "bob-password"), await _full_token(session, bob))
         org = await orgs.create_org(session, ORG, "acme@example.com", alice)
         repo_ids = {}
         for visibility, path in REPOS.items():
@@ -51,14 +61,15 @@ async def build(ctx) -> dict[str, Caller]:
             if repo_role:
                 for repo_id in repo_ids.values():
                     await permissions.set_permission(session, repo_id, repo_role, team=team)
-            callers[f"team {team_name}"] = Caller(team_name, (member, f"{member}-password"), {})
-        callers["org admin"] = Caller("org admin", ("alice", "alice-password"), {})
+            callers[f"team {team_name}"] = Caller(team_name, (member, f"{member}-password"),
+                                                  await _full_token(session, user))
+        callers["org admin"] = Caller("org admin", ("alice", "alice-password"), await _full_token(session, alice))
         robot, token = await robots.create_robot(session, ctx.cipher, org, "bot")
         for repo_id in repo_ids.values():
             await permissions.set_permission(session, repo_id, "write", user=robot)
-        callers["robot"] = Caller("robot", ("acme+bot", token), {})
-        await users.create_user(session, "root", "root@example.com", "root-password")
-        callers["superuser"] = Caller("superuser", ("root", "root-password"), {})
+        callers["robot"] = Caller("robot", ("acme+bot", token), {"Authorization": f"Bearer {token}"})
+        root = await users.create_user(session, "root", "root@example.com", "root-password")
+        callers["superuser"] = Caller("superuser", ("root", "root-password"), await _full_token(session, root))
         for scope in SCOPES:
             _, oauth = await apptokens.create_oauth_token(session, alice, frozenset({scope}))
             callers[f"token {scope}"] = Caller(f"token {scope}", ("$oauthtoken", oauth),
@@ -80,3 +91,8 @@ def expected(action: str, caller: str, visibility: str) -> bool:
         return visibility == "public" or caller in READERS
     return caller in {"push": WRITERS, "delete tag": WRITERS, "change permission": ADMINS,
                       "read logs": ADMINS, "create repo": CREATORS, "admin org": ORG_ADMINS}[action]
+
+
+def expected_api(action: str, caller: str, visibility: str) -> bool:
+    """The same rights through /api/v1, except that robots cannot use the API at all."""
+    return caller != "robot" and expected(action, caller, visibility)

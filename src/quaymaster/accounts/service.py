@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 USERNAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_BYTES = 72
 BCRYPT_ROUNDS = 12  # Quay's cost; tests lower it to keep thousands of logins fast
 
 
@@ -75,6 +76,13 @@ def validate_username(name: str) -> None:
         )
 
 
+def validate_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:  # bcrypt refuses longer input (it used to truncate)
+        raise AccountError(f"password must be at most {MAX_PASSWORD_BYTES} bytes")
+
+
 def hash_password(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode()
 
@@ -94,8 +102,7 @@ async def create_user(session: AsyncSession, username: str, email: str | None, p
     validate_username(username)
     if email is not None and not EMAIL_RE.match(email):
         raise AccountError(f"invalid email address {email!r}")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    validate_password(password)
     if await get_namespace(session, username) is not None:
         raise Conflict(f"the name {username!r} is already taken")
     if email and await session.scalar(select(User.id).where(func.lower(User.email) == email.lower())):
@@ -212,8 +219,7 @@ async def verify_password(session: AsyncSession, username: str, password: str) -
 
 
 async def set_password(session: AsyncSession, user: User, password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    validate_password(password)
     user.password_hash = await asyncio.to_thread(hash_password, password)
 
 
