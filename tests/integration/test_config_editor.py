@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.env import missing_dependency
 import yaml
 from support.certs import TestCA
 from support.redisserver import RedisServer, redis_server
@@ -212,7 +213,7 @@ def test_downloaded_bundle_starts_a_healthy_registry(editor, tmp_path):
     archive.write_bytes(response.content)
 
     if not shutil.which("tar"):
-        pytest.skip("tar not installed")
+        missing_dependency("tar not installed")
     config_dir = tmp_path / "deploy" / "config"
     config_dir.mkdir(parents=True)
     subprocess.run(["tar", "xvf", str(archive)], cwd=config_dir, check=True, capture_output=True)

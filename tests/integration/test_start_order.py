@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from support.env import missing_dependency
 import yaml
 from support.postgres import (
     PostgresServer,
@@ -42,7 +43,7 @@ HEALTHY_WITHIN = 30.0  # seconds from PostgreSQL accepting connections to /healt
 def test_registry_waits_for_a_database_that_starts_later(tmp_path):
     bindir = find_pg_bindir()
     if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root needs runuser to start PostgreSQL")
+        missing_dependency("running as root needs runuser to start PostgreSQL")
     base = _make_base_dir()
     _initdb(bindir, base / "data")
     pg = PostgresServer(bindir=bindir, base_dir=base, port=free_port())

@@ -10,7 +10,6 @@ are the API's. Pages add the UI's access rule: someone outside the organization 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -36,6 +35,7 @@ from quaymaster.content import api_permissions, repositories
 from quaymaster.content.views import usage_chart
 from quaymaster.db.base import utcnow
 from quaymaster.settings.units import parse_duration
+from quaymaster.web.paging import read_cursor, write_cursor
 from quaymaster.web.render import (
     check_csrf,
     ctx_of,
@@ -89,21 +89,6 @@ def duration_text(seconds: int) -> str:
 
 # --- usage logs (shared with the superuser panel) ------------------------------------------------
 
-def _log_serializer(request: Request) -> URLSafeSerializer:
-    return URLSafeSerializer(ctx_of(request).settings.SECRET_KEY, salt="quaymaster.web.usage-logs")
-
-
-def _log_before(request: Request) -> tuple[datetime, int] | None:
-    token = request.query_params.get("before")
-    if not token:
-        return None
-    try:
-        stamp, entry_id = _log_serializer(request).loads(token)
-        return datetime.fromisoformat(stamp), int(entry_id)
-    except (BadSignature, ValueError, TypeError):
-        raise HTTPException(400, "That page link is not valid.") from None
-
-
 async def usage_logs_context(request: Request, base_url: str, **scope) -> dict:
     """The chart of the last 30 days and one page of entries (newest first) for a log scope:
     `account_id=` for a namespace, nothing for the whole registry."""
@@ -117,8 +102,8 @@ async def usage_logs_context(request: Request, base_url: str, **scope) -> dict:
         counts = await auditlog.aggregate_logs(session, auditlog.LogFilter(start=start, end=end, **scope))
         entries, after = await auditlog.lookup_logs(
             session, auditlog.LogFilter(start=datetime(1970, 1, 1), end=end, **scope),
-            after=_log_before(request), limit=auditlog.LOGS_PER_PAGE)
-    older = _log_serializer(request).dumps([after[0].isoformat(), after[1]]) if after else None
+            after=read_cursor(request), limit=auditlog.LOGS_PER_PAGE)
+    older = write_cursor(request, after)
     return {"chart": usage_chart(counts, first_day, LOG_DAYS), "log_entries": entries, "older": older,
             "first_day": first_day, "last_day": today, "logs_base": base_url,
             "newer_link": bool(request.query_params.get("before"))}

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,6 +33,7 @@ from quaymaster.oci import mediatypes as mt
 from quaymaster.oci.errors import OCIError
 from quaymaster.oci.manifest import parse_manifest
 from quaymaster.oci.reference import split_repository, validate_tag
+from quaymaster.web.paging import read_cursor, write_cursor
 from quaymaster.web.render import (
     check_csrf,
     ctx_of,
@@ -245,21 +245,6 @@ def usage_chart(counts: list[tuple[str, date, int]], first_day: date, days: int 
                  sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _log_serializer(request: Request) -> URLSafeSerializer:
-    return URLSafeSerializer(ctx_of(request).settings.SECRET_KEY, salt="quaymaster.web.logs")
-
-
-def _log_after(request: Request) -> tuple[datetime, int] | None:
-    token = request.query_params.get("before")
-    if not token:
-        return None
-    try:
-        stamp, entry_id = _log_serializer(request).loads(token)
-        return datetime.fromisoformat(stamp), int(entry_id)
-    except (BadSignature, ValueError, TypeError):
-        raise HTTPException(400, "That page link is not valid.") from None
-
-
 async def _tags_context(request: Request, repo: RepoRef) -> dict:
     sort = request.query_params.get("sort", "recent")
     sort = sort if sort in TAG_SORTS else "recent"
@@ -296,8 +281,8 @@ async def _logs_context(request: Request, repo: RepoRef) -> dict:
         counts = await auditlog.aggregate_logs(session, flt)
         entries, after = await auditlog.lookup_logs(
             session, auditlog.LogFilter(start=datetime(1970, 1, 1), end=end, repository_id=repo.id),
-            after=_log_after(request), limit=auditlog.LOGS_PER_PAGE)
-    older = _log_serializer(request).dumps([after[0].isoformat(), after[1]]) if after else None
+            after=read_cursor(request), limit=auditlog.LOGS_PER_PAGE)
+    older = write_cursor(request, after)
     return {"chart": usage_chart(counts, first_day), "log_entries": entries, "older": older,
             "first_day": first_day, "last_day": today}
 

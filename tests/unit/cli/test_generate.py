@@ -7,7 +7,6 @@ import shutil
 import stat
 import subprocess
 
-import pytest
 from click.testing import CliRunner
 from support.env import missing_dependency
 
@@ -74,7 +73,7 @@ def test_systemd_analyze_verify_accepts_them(tmp_path):
     out, _, _ = generate(tmp_path, "--with-postgres", "--with-redis")
     units = sorted(str(p) for p in out.glob("*.service"))
     if not shutil.which("podman") and not os.path.exists("/usr/bin/podman"):
-        pytest.skip("the podman units name /usr/bin/podman, which verify wants to exist")
+        missing_dependency("the podman units name /usr/bin/podman, which verify wants to exist")
     result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=60, check=False,
                             env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,6 +9,7 @@ import subprocess
 import tarfile
 
 import pytest
+from support.env import missing_dependency
 import yaml
 
 from quaymaster.settings import load_settings
@@ -49,7 +50,7 @@ def test_config_dir_round_trips_through_real_tar(tmp_path):
     archive.write_bytes(build_tarball(bundle))
 
     if not shutil.which("tar"):
-        pytest.skip("tar not installed")
+        missing_dependency("tar not installed")
     listing = subprocess.run(["tar", "tzvf", str(archive)], capture_output=True, text=True, check=True).stdout
     assert "config.yaml" in listing and "extra_ca_certs/" in listing
     out = tmp_path / "unpacked" / "config"
