@@ -6,6 +6,7 @@ from quaymaster.accounts.tokens import InstanceKeys
 from quaymaster.auditlog.service import AuditLog
 from quaymaster.db.encryption import FieldCipher
 from quaymaster.db.engine import Database
+from quaymaster.events import EventBus, InProcessBus, InProcessLocks, Locks
 from quaymaster.registry.hashing import HashCache
 from quaymaster.settings import Settings
 from quaymaster.storage import DistributedStorage
@@ -20,3 +21,5 @@ class AppContext:
     audit: AuditLog
     cipher: FieldCipher
     hashes: HashCache = field(default_factory=HashCache)
+    events: EventBus = field(default_factory=InProcessBus)
+    locks: Locks = field(default_factory=InProcessLocks)

@@ -146,6 +146,7 @@ class Tag(Base):
         Index("ix_tag_repository_id_name", "repository_id", "name"),
         Index("ix_tag_manifest_id_lifetime_end_ms", "manifest_id", "lifetime_end_ms"),
         Index("ix_tag_repository_id_lifetime_end_ms", "repository_id", "lifetime_end_ms"),
+        Index("ix_tag_lifetime_end_ms", "lifetime_end_ms"),  # garbage collection looks across repositories
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -189,3 +190,49 @@ class ManifestLabel(Base):
     repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id"), index=True)
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id"), index=True)
     label_id: Mapped[int] = mapped_column(ForeignKey("label.id"), unique=True)
+
+
+class BlobDeletion(Base):
+    """A blob garbage collection is removing from storage right now (its row is already gone).
+
+    While this marker exists no push may record the digest again: the bytes it would rely on
+    are being deleted. The push gets a retryable error instead of a broken image."""
+
+    __tablename__ = "blobdeletion"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(255), unique=True)
+    started: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class DeletedNamespace(Base):
+    """A user or organization queued for deletion: its repositories go first, then the account."""
+
+    __tablename__ = "deletednamespace"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("user.id"), unique=True)
+    original_name: Mapped[str] = mapped_column(String(255))
+    queued: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Quota(Base):
+    """A namespace's storage quota (Quay's UserOrganizationQuota)."""
+
+    __tablename__ = "quota"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("user.id"), unique=True)
+    limit_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class QuotaLimit(Base):
+    """A threshold of a quota: Warning or Reject at a percentage of its limit."""
+
+    __tablename__ = "quotalimit"
+    __table_args__ = (UniqueConstraint("quota_id", "kind", "percent"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    quota_id: Mapped[int] = mapped_column(ForeignKey("quota.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # Warning | Reject
+    percent: Mapped[int] = mapped_column(Integer)

@@ -145,6 +145,19 @@ class Settings(BaseModel):
     REPO_MIRROR_TLS_VERIFY: bool = True
     REPO_MIRROR_INTERVAL: int = Field(default=30, ge=1)
     REPO_MIRROR_SERVER_HOSTNAME: str | None = None
+    # Storage replication, garbage collection and quotas.
+    FEATURE_STORAGE_REPLICATION: bool = False
+    DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: list[str] = Field(default_factory=list)
+    FEATURE_GARBAGE_COLLECTION: bool = True
+    FEATURE_NAMESPACE_GARBAGE_COLLECTION: bool = True
+    FEATURE_REPOSITORY_GARBAGE_COLLECTION: bool = True
+    GARBAGE_COLLECTION_FREQUENCY: float = Field(default=30, gt=0)  # seconds between passes
+    BLOBUPLOAD_DELETION_DATE_THRESHOLD: int = Field(default=2880, ge=1)  # minutes an upload may idle
+    FEATURE_ENABLE_STALE_MPU_CLEANUP: bool = True
+    FEATURE_QUOTA_MANAGEMENT: bool = False
+    FEATURE_VERIFY_QUOTA: bool = True
+    FEATURE_EDIT_QUOTA: bool = True
+    DEFAULT_SYSTEM_REJECT_QUOTA_BYTES: int = Field(default=0, ge=0)
 
     @field_validator("SERVER_HOSTNAME")
     @classmethod
@@ -197,11 +210,10 @@ class Settings(BaseModel):
                 raise ValueError(f"DISTRIBUTED_STORAGE_CONFIG.{name}: {problem}")
         if not self.DISTRIBUTED_STORAGE_PREFERENCE:
             raise ValueError("DISTRIBUTED_STORAGE_PREFERENCE: must name at least one location")
-        for name in self.DISTRIBUTED_STORAGE_PREFERENCE:
-            if name not in self.DISTRIBUTED_STORAGE_CONFIG:
-                raise ValueError(
-                    f"DISTRIBUTED_STORAGE_PREFERENCE: {name!r} is not in DISTRIBUTED_STORAGE_CONFIG"
-                )
+        for key in ("DISTRIBUTED_STORAGE_PREFERENCE", "DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS"):
+            for name in getattr(self, key):
+                if name not in self.DISTRIBUTED_STORAGE_CONFIG:
+                    raise ValueError(f"{key}: {name!r} is not in DISTRIBUTED_STORAGE_CONFIG")
         return self
 
     # Derived values, parsed once here so the rest of the code never re-reads raw keys.
