@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.env import missing_dependency
 import yaml
 from support.certs import TestCA
+from support.env import missing_dependency
 from support.redisserver import RedisServer, redis_server
 from support.servers import (
     LOOPBACK,
@@ -152,7 +152,12 @@ def test_form_validation_puts_each_error_beside_its_field(editor):
                              DEFAULT_TAG_EXPIRATION="4w", action="validate")
         html = post_form(client, fields).text
         assert "problems found" in html
-        assert 'data-key="BUILDLOGS_REDIS"' in fieldset(html, "redis")
+        # Both Redis keys name the same server: one message, beside the password that was wrong.
+        redis_errors = re.findall(r'<p class="field-error"[^>]*>[^<]*', fieldset(html, "redis"))
+        assert len(redis_errors) == 1 and 'data-key="BUILDLOGS_REDIS USER_EVENTS_REDIS"' in redis_errors[0]
+        assert "refused the password" in redis_errors[0]
+        assert fieldset(html, "redis").index('id="error-redis_password"') > fieldset(html, "redis").index(
+            'id="redis_password"')
         assert 'data-key="SERVER_HOSTNAME"' in fieldset(html, "server")
         assert 'data-key="DEFAULT_TAG_EXPIRATION"' in fieldset(html, "timemachine")
         assert "data-key" not in fieldset(html, "database")
@@ -168,6 +173,31 @@ def test_form_validation_puts_each_error_beside_its_field(editor):
 
         # A stale or forged form is refused.
         assert client.post("/", data={"csrf": "forged", **form_fields(editor)}).status_code == 403
+
+
+def test_mysql_is_refused_by_name_beside_the_database_fields(editor):
+    with editor.client() as client:
+        fields = form_fields(editor, db_type="mysql", db_host="db.example.com", db_port="", db_user="quay",
+                             db_password="pw", db_name="quay", action="validate")
+        html = post_form(client, fields).text
+        database = fieldset(html, "database")
+        assert 'data-key="DB_URI"' in database
+        assert "MySQL is not supported by this version; use PostgreSQL" in database
+        assert '<option value="mysql" selected>' in database  # the choice is kept for the next try
+        assert 'value="db.example.com"' in database
+        issues = client.post("/api/v1/config/validate", json={"config": {
+            **client.get("/api/v1/config").json()["config"]}}).json()["issues"]
+        assert [i["key"] for i in issues] == ["DB_URI"] and "MySQL is not supported" in issues[0]["message"]
+
+        # SQLite chosen without a file: required, shown beside the SQLite field, not the old database kept.
+        html = post_form(client, form_fields(editor, db_type="sqlite", sqlite_path="", action="validate")).text
+        database = fieldset(html, "database")
+        assert '<option value="sqlite" selected>' in database
+        assert database.index('data-key="DB_URI"') > database.index('id="sqlite_path"')
+        assert "DB_URI" not in client.get("/api/v1/config").json()["config"]
+
+        html = post_form(client, form_fields(editor, action="validate")).text
+        assert 'id="valid"' in html
 
 
 def test_generate_psk(editor):
@@ -262,3 +292,32 @@ def test_form_mapping_for_other_databases_and_s3():
     assert "LDAP_URI" not in apply_form(config, {**fields, "LDAP_URI": "ldap://x"})  # only with LDAP chosen
     assert apply_form(config, {**fields, "AUTHENTICATION_TYPE": "LDAP", "LDAP_URI": "ldap://x",
                                "LDAP_BASE_DN": "dc=example, dc=org"})["LDAP_BASE_DN"] == ["dc=example", "dc=org"]
+
+
+def test_each_issue_is_placed_beside_the_field_that_sets_its_key():
+    from quaymaster.configeditor.app import group_issues
+    from quaymaster.configeditor.form import (
+        default_config,
+        field_for_issue,
+        form_values,
+    )
+    from quaymaster.settings.validators import ValidationIssue
+
+    sqlite = form_values(default_config(), {})
+    postgres = form_values({**default_config(), "DB_URI": "postgresql://quay@db/quay"}, {})
+    assert field_for_issue("DB_URI", "required", sqlite) == "sqlite_path"
+    assert field_for_issue("DB_URI", "cannot connect: connection refused", postgres) == "db_host"
+    assert field_for_issue("DB_URI", 'password authentication failed for user "quay"', postgres) == "db_password"
+    assert field_for_issue("USER_EVENTS_REDIS.port", "not an integer", postgres) == "redis_port"
+    assert field_for_issue("BUILDLOGS_REDIS", "cannot reach Redis at r:6379", postgres) == "redis_host"
+    assert field_for_issue("DISTRIBUTED_STORAGE_CONFIG.default", "write failed", postgres) == "local_storage_path"
+    assert field_for_issue("DISTRIBUTED_STORAGE_CONFIG.eu", "write failed", postgres) == "storage_driver"
+    assert field_for_issue("ssl.key", "does not match", postgres) == "ssl_key"
+    assert field_for_issue("TAG_EXPIRATION_OPTIONS.1", "not a duration", postgres) == "TAG_EXPIRATION_OPTIONS"
+    assert field_for_issue("SECRET_KEY", "missing", postgres) is None  # listed in the summary only
+
+    message = "127.0.0.1:6379 refused the password"
+    problems = group_issues([ValidationIssue("BUILDLOGS_REDIS", message), ValidationIssue("USER_EVENTS_REDIS", message),
+                             ValidationIssue("DB_URI", "required")], sqlite)
+    assert [(p.keys, p.field) for p in problems] == [(["BUILDLOGS_REDIS", "USER_EVENTS_REDIS"], "redis_password"),
+                                                     (["DB_URI"], "sqlite_path")]

@@ -1,10 +1,12 @@
-"""Throwaway certificate authorities and server certificates, made with `cryptography`."""
+"""Throwaway certificate authorities and server certificates, made with `cryptography` (or, as an
+administrator would, with the openssl command line)."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -79,3 +81,53 @@ class TestCA:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+@dataclass
+class OpenSSLFiles:
+    """What an administrator has after following the TLS chapter of Quay's deployment guide."""
+
+    root_ca_pem: Path  # the CA clients install (certs.d/<host>/ca.crt)
+    root_ca_key: Path
+    ssl_cert: Path  # uploaded to the config editor as ssl.cert
+    ssl_key: Path  # uploaded as ssl.key
+
+
+def openssl_ca_and_server_cert(directory: Path, *names: str, openssl: str = "openssl") -> OpenSSLFiles:
+    """A root CA and a server certificate for `names` made with the openssl command line, the way
+    an administrator does by hand: genrsa + req -x509 for the CA, then a server key and CSR signed
+    by the CA with a subjectAltName listing every name (IP addresses as IP entries)."""
+    from .proc import run
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = OpenSSLFiles(directory / "rootCA.pem", directory / "rootCA.key", directory / "ssl.cert",
+                         directory / "ssl.key")
+    alt = []
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+            alt.append(f"IP.{len(alt) + 1} = {name}")
+        except ValueError:
+            alt.append(f"DNS.{len(alt) + 1} = {name}")
+    extensions = directory / "openssl.cnf"
+    extensions.write_text(
+        "[req]\nreq_extensions = v3_req\ndistinguished_name = req_distinguished_name\n"
+        "[req_distinguished_name]\n"
+        "[v3_req]\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\nsubjectAltName = @alt_names\n"
+        "[alt_names]\n" + "\n".join(alt) + "\n")
+    csr = directory / "ssl.csr"
+    steps = [
+        ["genrsa", "-out", files.root_ca_key, "2048"],
+        ["req", "-x509", "-new", "-nodes", "-key", files.root_ca_key, "-sha256", "-days", "2",
+         "-subj", "/CN=Quaymaster Test Root CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", files.root_ca_pem],
+        ["genrsa", "-out", files.ssl_key, "2048"],
+        ["req", "-new", "-key", files.ssl_key, "-subj", f"/CN={names[0]}", "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", files.root_ca_pem, "-CAkey", files.root_ca_key, "-CAcreateserial",
+         "-out", files.ssl_cert, "-days", "2", "-sha256", "-extensions", "v3_req", "-extfile", extensions],
+    ]
+    for step in steps:
+        run([openssl, *map(str, step)], timeout=60)
+    return files

@@ -48,6 +48,7 @@ class EditorState:
     bundle: ConfigBundle
     config_dir: Path | None
     csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    db_type: str | None = None  # the database type last chosen in the form
 
 
 class BasicAuth:
@@ -122,6 +123,7 @@ async def page(request: Request) -> Response:
             return Response("stale or forged form; reload the page\n", status_code=403, media_type="text/plain")
         text = {k: v for k, v in form.items() if isinstance(v, str)}
         state.bundle.config = fields.apply_form(state.bundle.config, text)
+        state.db_type = text.get("db_type") or state.db_type
         upload_error = await _take_uploads(state, form, text.get("tls_mode", "none"))
         action = text.get("action", "validate")
         if action == "download":
@@ -153,14 +155,38 @@ async def _take_uploads(state: EditorState, form: Any, tls_mode: str) -> Validat
     return None
 
 
+@dataclass
+class Problem:
+    """One message for one or more keys (BUILDLOGS_REDIS and USER_EVENTS_REDIS often share one),
+    and the form field it is shown beside (None: no field sets those keys)."""
+
+    keys: list[str]
+    message: str
+    field: str | None
+
+
+def group_issues(issues: list[ValidationIssue], values: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for issue in issues:
+        where = fields.field_for_issue(issue.key, issue.message, values)
+        same = next((p for p in problems if p.field == where and p.message == issue.message), None)
+        if same is not None:
+            if issue.key not in same.keys:
+                same.keys.append(issue.key)
+        else:
+            problems.append(Problem([issue.key], issue.message, where))
+    return problems
+
+
 def _render(state: EditorState, issues: list[ValidationIssue] | None, notice: str = "") -> HTMLResponse:
     template = _templates.get_template("editor.html")
-    values = fields.form_values(state.bundle.config, state.bundle.files)
+    values = fields.form_values(state.bundle.config, state.bundle.files, state.db_type)
+    problems = None if issues is None else group_issues(issues, values)
 
-    def errors_for(*keys: str) -> list[ValidationIssue]:
-        return [i for i in issues or [] if any(i.key == k or i.key.startswith(k + ".") for k in keys)]
+    def errors_at(name: str) -> list[Problem]:
+        return [p for p in problems or [] if p.field == name]
 
-    html = template.render(v=values, issues=issues, notice=notice, errors_for=errors_for,
+    html = template.render(v=values, problems=problems, notice=notice, errors_at=errors_at,
                            csrf=state.csrf_token, config_dir=state.config_dir,
                            extra_ca=[n for n in sorted(state.bundle.files) if n.startswith("extra_ca_certs/")])
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

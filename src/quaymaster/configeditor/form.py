@@ -63,8 +63,9 @@ def generate_psk() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def form_values(config: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:
-    """What each form field shows for this config."""
+def form_values(config: Mapping[str, Any], files: Mapping[str, bytes], db_type: str | None = None) -> dict[str, Any]:
+    """What each form field shows for this config; `db_type` is the database type last chosen in
+    the form, shown while DB_URI is empty (a half-filled section keeps the choice)."""
     values: dict[str, Any] = {key: _text(config.get(key)) for key in TEXT_KEYS}
     values.update({key: bool(config.get(key, BOOL_DEFAULTS.get(key, False))) for key in BOOL_KEYS})
     values.update({key: _text(config.get(key, INT_DEFAULTS[key])) for key in INT_KEYS})
@@ -82,6 +83,8 @@ def form_values(config: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[s
     values["has_ssl_cert"] = "ssl.cert" in files
     values["has_ssl_key"] = "ssl.key" in files
     values.update(_db_values(str(config.get("DB_URI") or "")))
+    if not config.get("DB_URI") and db_type in DB_DRIVERS:
+        values["db_type"] = db_type
     redis = config.get("BUILDLOGS_REDIS") or config.get("USER_EVENTS_REDIS") or {}
     redis = redis if isinstance(redis, dict) else {}
     values.update(redis_host=_text(redis.get("host")), redis_port=_text(redis.get("port", 6379)),
@@ -156,6 +159,8 @@ def _apply_database(out: dict[str, Any], form: Mapping[str, str]) -> None:
         path = (form.get("sqlite_path") or "").strip()
         if path:
             out["DB_URI"] = f"sqlite:///{path}"
+        else:
+            out.pop("DB_URI", None)  # reported as required, rather than silently keeping another database
         return
     host = (form.get("db_host") or "").strip()
     if not host:
@@ -235,3 +240,42 @@ def _split(value: str | None) -> list[str]:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+# --- where each validation issue is shown ----------------------------------------------------------
+
+# Config keys shown by a form field of the same name.
+_OWN_FIELD_KEYS = frozenset((*TEXT_KEYS, *BOOL_KEYS, *INT_KEYS, "SUPER_USERS", "TAG_EXPIRATION_OPTIONS",
+                             "AUTHENTICATION_TYPE", "LDAP_BASE_DN", "LDAP_USER_RDN"))
+_REDIS_PART_FIELDS = {"host": "redis_host", "port": "redis_port", "password": "redis_password", "ssl": "redis_ssl",
+                      "db": "redis_host"}
+
+
+def field_for_issue(key: str, message: str, values: Mapping[str, Any]) -> str | None:
+    """The form field a validation issue belongs beside (`values` is what form_values gave), or
+    None when no field of the form sets that key (the summary at the top still lists it)."""
+    root, _, part = key.partition(".")
+    if root in _OWN_FIELD_KEYS:
+        return root
+    if root == "DB_URI":
+        if values.get("db_type") == "sqlite":
+            return "sqlite_path"
+        return "db_password" if "password authentication" in message else "db_host"
+    if root in ("BUILDLOGS_REDIS", "USER_EVENTS_REDIS"):
+        if part:
+            return _REDIS_PART_FIELDS.get(part.split(".")[0], "redis_host")
+        return "redis_password" if "password" in message else "redis_host"
+    if root == "DISTRIBUTED_STORAGE_CONFIG" and part == values.get("storage_location") \
+            and values.get("storage_driver") == "LocalStorage":
+        return "local_storage_path"
+    if root in ("DISTRIBUTED_STORAGE_CONFIG", "DISTRIBUTED_STORAGE_PREFERENCE"):
+        return "storage_driver"
+    if key == "ssl.cert":
+        return "ssl_cert"
+    if key == "ssl.key":
+        return "ssl_key"
+    if root in ("PREFERRED_URL_SCHEME", "EXTERNAL_TLS_TERMINATION"):
+        return "tls_mode"
+    if key.startswith("extra_ca_certs"):
+        return "extra_ca_certs"
+    return None

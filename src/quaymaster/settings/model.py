@@ -170,6 +170,9 @@ class Settings(BaseModel):
     @classmethod
     def _db_uri(cls, v: str) -> str:
         scheme = v.split(":", 1)[0].split("+", 1)[0]
+        if scheme in ("mysql", "mariadb"):
+            raise ValueError(f"unsupported database {scheme!r}: MySQL is not supported by this version; "
+                             "use PostgreSQL (postgresql://) or SQLite (sqlite:///)")
         if scheme not in SUPPORTED_DB_SCHEMES:
             raise ValueError(f"unsupported database {scheme!r}; use sqlite:/// or postgresql://")
         return v
