@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from quaymaster.accounts import service as accounts_service
 from quaymaster.accounts.tokens import InstanceKeys
 from quaymaster.api.app import create_api
 from quaymaster.auditlog.service import AuditLog
@@ -22,6 +23,8 @@ from quaymaster.context import AppContext
 from quaymaster.db import migrate
 from quaymaster.db.encryption import FieldCipher
 from quaymaster.db.engine import Database
+from quaymaster.events import build_events
+from quaymaster.metrics import metrics_endpoint
 from quaymaster.registry.routes import routes as registry_routes
 from quaymaster.settings import Settings
 from quaymaster.settings.model import RedisConfig
@@ -38,8 +41,11 @@ FIRST_TRY_TIMEOUT = 30.0
 
 
 async def start_context(settings: Settings, *, run_migrations: bool = True,
-                        connect_attempts: int = 30) -> AppContext:
-    """Connect, migrate, register this instance's signing key: everything a node needs to serve."""
+                        connect_attempts: int = 30, register_key: bool = True) -> AppContext:
+    """Connect, migrate, register this instance's signing key: everything a node needs to serve.
+
+    Background workers and admin commands sign no tokens: they pass register_key=False."""
+    accounts_service.apply_settings(settings)
     db = Database(settings.DB_URI, settings.DB_CONNECTION_ARGS)
     try:
         await db.wait_until_ready(attempts=connect_attempts)
@@ -47,13 +53,16 @@ async def start_context(settings: Settings, *, run_migrations: bool = True,
             await _migrate_once(db)
         keys = InstanceKeys(db, settings.INSTANCE_SERVICE_KEY_SERVICE, settings.SERVER_HOSTNAME,
                             settings.REGISTRY_JWT_AUTH_MAX_FRESH_S, settings.INSTANCE_SERVICE_KEY_EXPIRATION)
-        await keys.register()
+        if register_key:
+            await keys.register()
         storage = build_storage(settings)
     except BaseException:
         await db.dispose()
         raise
+    events, locks = build_events(settings, db)  # connects lazily: Redis may come up later
     return AppContext(settings=settings, db=db, storage=storage, keys=keys,
-                      audit=AuditLog(db), cipher=FieldCipher(settings.DATABASE_SECRET_KEY))
+                      audit=AuditLog(db), cipher=FieldCipher(settings.DATABASE_SECRET_KEY),
+                      events=events, locks=locks)
 
 
 async def _migrate_once(db: Database) -> None:
@@ -70,7 +79,7 @@ async def _migrate_once(db: Database) -> None:
 
 
 async def _start_when_ready(app: Starlette, settings: Settings, run_migrations: bool,
-                            first_try: asyncio.Event) -> None:
+                            first_try: asyncio.Event, run_workers: bool = False) -> None:
     """Retry with backoff until the database answers, then bind the services and start the loops.
 
     Meanwhile the process serves: /health/* answers 503 and everything else 503 (see _ReadyGate)."""
@@ -92,6 +101,10 @@ async def _start_when_ready(app: Starlette, settings: Settings, run_migrations: 
         asyncio.create_task(ctx.audit.flush_forever()),
         asyncio.create_task(ctx.keys.refresh_forever(settings.INSTANCE_SERVICE_KEY_REFRESH * 60)),
     ]
+    if run_workers:
+        from quaymaster.workers import start_workers
+
+        app.state.tasks += start_workers(ctx)
     first_try.set()
     log.info("database, migrations and signing key ready; serving")
 
@@ -104,7 +117,7 @@ class _ReadyGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not hasattr(scope["app"].state, "ctx") \
-                and not scope["path"].startswith("/health"):
+                and not scope["path"].startswith(("/health", "/metrics")):
             message = "the registry is starting: waiting for its database"
             if scope["path"].startswith("/v2"):
                 body: dict = {"errors": [{"code": "UNAVAILABLE", "message": message, "detail": None}]}
@@ -174,14 +187,15 @@ async def health(request: Request) -> JSONResponse:
 health_instance = health  # kept for callers of the old name
 
 
-def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
+def create_app(settings: Settings, *, run_migrations: bool = True, run_workers: bool = False) -> Starlette:
+    """run_workers: also run the background workers (gc, replication) in this process."""
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The database may come up later (start order must not matter): after one try, serve
         # anyway and keep retrying. Waiting for that try keeps a worker whose database is up from
         # answering 503 merely because it is still starting.
         first_try = asyncio.Event()
-        starter = asyncio.create_task(_start_when_ready(app, settings, run_migrations, first_try))
+        starter = asyncio.create_task(_start_when_ready(app, settings, run_migrations, first_try, run_workers))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(first_try.wait(), FIRST_TRY_TIMEOUT)
         try:
@@ -190,11 +204,16 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
             starter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starter
-            for task in getattr(app.state, "tasks", []):
+            tasks = getattr(app.state, "tasks", [])
+            for task in tasks:
                 task.cancel()
+            if tasks:  # let a worker's transaction roll back before the database closes
+                await asyncio.wait(tasks, timeout=10)
             ctx = getattr(app.state, "ctx", None)
             if ctx is not None:
                 await ctx.audit.flush()
+                await ctx.events.close()
+                await ctx.locks.close()
                 await ctx.db.dispose()
             for client in app.state.redis_clients.values():
                 with contextlib.suppress(Exception):
@@ -208,6 +227,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
         Route("/health", health),
         Route("/health/instance", health),
         Route("/health/endtoend", health),
+        Route("/metrics", metrics_endpoint),
         Mount("", app=web),  # the UI last: its pages live at Quay's root URLs
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(_ReadyGate)])

@@ -46,18 +46,10 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def config(tmp_path, db_uri, s3, mode, prefix) -> dict:
+def config(config, s3, mode, prefix) -> dict:
+    """The base test config, on one S3 location."""
     params = s3.storage_params(f"/{prefix}", proxy_downloads=mode == "proxied")
-    return {
-        "SERVER_HOSTNAME": "registry.test",
-        "DB_URI": db_uri,
-        "DISTRIBUTED_STORAGE_CONFIG": {"default": ["S3Storage", params]},
-        "DISTRIBUTED_STORAGE_PREFERENCE": ["default"],
-        "SECRET_KEY": "test-secret",
-        "DATABASE_SECRET_KEY": "test-db-secret",
-        "MAXIMUM_LAYER_SIZE": "64M",
-        "MAXIMUM_MANIFEST_SIZE": "64K",
-    }
+    return {**config, "DISTRIBUTED_STORAGE_CONFIG": {"default": ["S3Storage", params]}, "MAXIMUM_LAYER_SIZE": "64M"}
 
 
 @pytest.fixture

@@ -38,12 +38,14 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def redis_server(tmpdir: Path, timeout: float = 20.0) -> Iterator[RedisServer]:
+def redis_server(tmpdir: Path, timeout: float = 20.0, *, port: int | None = None,
+                 password: str | None = None) -> Iterator[RedisServer]:
+    """port/password: given to start a server where a client already expects one."""
     binary = find_binary("redis-server", ["/usr/bin/redis-server"], hint="install the Debian package 'redis-server'")
     tmpdir = Path(tmpdir)
     tmpdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    password = secrets.token_urlsafe(16)
+    port = port or free_port()
+    password = password or secrets.token_urlsafe(16)
     log_path = tmpdir / "redis.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(

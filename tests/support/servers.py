@@ -185,6 +185,7 @@ class QuaymasterServer:
     env: dict[str, str]
     binary: str
     start_timeout: float = 60.0
+    args: tuple[str, ...] = ()  # more `quaymaster registry` options, e.g. ("--workers", "2")
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -228,6 +229,7 @@ class QuaymasterServer:
                     LOOPBACK,
                     "--port",
                     str(self.port),
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -299,6 +301,7 @@ def quaymaster_server(
     config: Mapping[str, Any] | None = None,
     start_timeout: float = 60.0,
     binary: str | None = None,
+    args: Collection[str] = (),
 ) -> Iterator[QuaymasterServer]:
     """Run `quaymaster registry` from data_dir on loopback for the duration of the block.
 
@@ -312,6 +315,7 @@ def quaymaster_server(
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         binary=binary or quaymaster_binary(),
         start_timeout=start_timeout,
+        args=tuple(args),
     )
     server.config_dir.mkdir(parents=True, exist_ok=True)
     # The Bearer realm and the token audience come from SERVER_HOSTNAME, so it must be the

@@ -342,13 +342,15 @@ async def test_settings_email_and_time_machine(http, alice):
     assert "ops@acme.test" in page.text and "Now: <strong>1 day</strong>" in page.text
 
 
-async def test_delete_org_refused_while_it_owns_repositories(ctx, http, alice):
+async def test_delete_org_with_repositories(ctx, http, alice):
     await _repo(ctx, "app")
     r = await http.post(f"{BASE}/delete", data={"confirm_name": "wrong", "_csrf_token": alice})
     assert r.status_code == 400 and "Type acme to confirm" in r.text
-    r = await http.post(f"{BASE}/delete", data={"confirm_name": ORG, "_csrf_token": alice})
-    assert r.status_code == 400 and "still owns repositories" in r.text
     assert (await http.get(BASE)).status_code == 200
+    r = await http.post(f"{BASE}/delete", data={"confirm_name": ORG, "_csrf_token": alice})
+    assert r.status_code == 303  # its repositories go with it, through garbage collection
+    assert (await http.get(BASE)).status_code == 404
+    assert (await http.get(f"/repository/{ORG}/app")).status_code == 404
 
 
 async def test_delete_org(http, alice, bob):

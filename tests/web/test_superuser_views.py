@@ -121,11 +121,12 @@ async def test_disable_enable_password_and_delete(ctx, http, su):
     assert r.status_code == 400 and "Cannot delete a superuser" in r.text
     r = await http.post("/superuser/users/nobody/delete", data={"_csrf_token": su})
     assert r.status_code == 404
-    # a user who owns repositories stays until they are gone
+    # a user who owns repositories goes at once; garbage collection removes the repositories
     async with ctx.db.write() as session:
         await content.create_repository(session, await accounts.require_user(session, "bob"), "app")
     r = await http.post("/superuser/users/bob/delete", data={"_csrf_token": su})
-    assert r.status_code == 400 and "still owns 1 repository" in r.text
+    assert r.status_code == 303
+    assert 'data-user="bob"' not in (await http.get("/superuser")).text
     async with ctx.db.write() as session:
         await accounts.create_user(session, "dave", None, "dave-password")
     r = await http.post("/superuser/users/dave/delete", data={"_csrf_token": su})
@@ -161,7 +162,8 @@ async def test_organizations_take_ownership_and_delete(ctx, http, su):
     assert r.status_code == 303 and r.headers["location"] == "/organization/bobcorp"
     assert (await http.get("/organization/bobcorp?tab=settings")).status_code == 200
     r = await http.post("/superuser/organizations/busy/delete", data={"_csrf_token": su})
-    assert r.status_code == 400 and "still owns 1 repository" in r.text
+    assert r.status_code == 303
+    assert 'data-org="busy"' not in (await http.get("/superuser?tab=orgs")).text
     r = await http.post("/superuser/organizations/bobcorp/delete", data={"_csrf_token": su})
     assert r.status_code == 303
     assert 'data-org="bobcorp"' not in (await http.get("/superuser?tab=orgs")).text

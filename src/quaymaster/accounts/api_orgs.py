@@ -21,9 +21,11 @@ from quaymaster.api.access import org_access
 from quaymaster.api.auth import ctx_of, current_identity, require_fresh_login, scoped
 from quaymaster.api.errors import ApiError, forbidden, not_found
 from quaymaster.api.format import client_ip
+from quaymaster.content import quota
 from quaymaster.content import service as content
 from quaymaster.content.service import RepoRef
 from quaymaster.settings.units import parse_duration
+from quaymaster.superuser import service as superuser_service
 
 router = APIRouter(tags=["organization"])
 
@@ -101,7 +103,7 @@ async def namespace_repositories(session: AsyncSession, namespace: User) -> dict
 
 def _log(request: Request, identity: Identity, kind: str, org: User, **metadata) -> None:
     ctx_of(request).audit.record(kind, account_id=org.id, performer_id=identity.user_id, ip=client_ip(request),
-                                 metadata={**metadata, "namespace": org.username})
+                                 metadata={"namespace": org.username, **metadata})
 
 
 def _taken(err: Conflict) -> ApiError:
@@ -160,6 +162,10 @@ async def _org_view(request: Request, identity: Identity, orgname: str) -> dict:
         if is_admin:
             view["tag_expiration_s"] = org.removed_tag_expiration_s
             view["is_free_account"] = True
+        if is_member or identity.superuser:
+            report = await quota.view_report(session, ctx_of(request).settings, org.id)
+            if report is not None:
+                view["quota_report"] = report
     return view
 
 
@@ -194,22 +200,15 @@ async def update_org(request: Request, orgname: str, body: OrgUpdate, identity: 
 
 @router.delete("/organization/{orgname}", status_code=204, summary="Delete an organization")
 async def delete_org(request: Request, orgname: str, identity: Identity = Depends(org_admin_scope)):
-    """Refused while the organization owns repositories. Quay deletes them along with it, but
-    repository rows stay until garbage collection removes them, and they hold the namespace."""
+    """Its repositories are deleted by garbage collection, then the organization; the name is
+    free at once, as in Quay."""
     org = await org_access(request, identity, orgname)
     require_fresh_login(request, identity)
     ctx = ctx_of(request)
-    try:
-        async with ctx.db.write() as session:
-            org = await orgs.require_org(session, orgname)
-            if await content.list_repositories(session, owner_id=org.id, include_public=False, last=None, limit=1):
-                raise ApiError(400, f"organization {orgname} still owns repositories; delete them first")
-            await orgs.delete_org(session, org)
-    except IntegrityError as err:
-        # Deleted repositories keep their rows until garbage collection, and hold the namespace.
-        raise ApiError(400, f"organization {orgname} still has deleted repositories awaiting garbage "
-                            "collection; try again later") from err
-    _log(request, identity, "org_delete", org)
+    async with ctx.db.write() as session:
+        org = await orgs.require_org(session, orgname)
+        await superuser_service.delete_org(session, org)
+    _log(request, identity, "org_delete", org, namespace=orgname)
     return Response(status_code=204)
 
 

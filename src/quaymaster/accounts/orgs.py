@@ -8,6 +8,7 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quaymaster.accounts import robots
+from quaymaster.accounts import service as accounts
 from quaymaster.accounts.models import (
     PermissionPrototype,
     RepositoryPermission,
@@ -37,7 +38,8 @@ async def create_org(session: AsyncSession, name: str, email: str | None, creato
         raise Conflict(f"the name {name!r} is already taken")
     if email is not None and email != "" and not EMAIL_RE.match(email):
         raise AccountError(f"invalid email address {email!r}")
-    org = User(uuid=str(uuidlib.uuid4()), username=name, email=email or None, organization=True)
+    org = User(uuid=str(uuidlib.uuid4()), username=name, email=email or None, organization=True,
+               removed_tag_expiration_s=accounts.DEFAULT_TAG_EXPIRATION_S)
     session.add(org)
     await session.flush()
     owners = Team(name=OWNERS_TEAM, organization_id=org.id, role="admin", description="")
@@ -79,6 +81,15 @@ async def delete_org(session: AsyncSession, org: User) -> None:
 
     Its repositories must be gone first (content owns them); the namespace row's foreign keys
     make the database refuse otherwise."""
+    from quaymaster.content import quota
+
+    await clear_org(session, org)
+    await quota.forget_namespace(session, org.id)
+    await session.delete(org)
+
+
+async def clear_org(session: AsyncSession, org: User) -> None:
+    """Remove the organization's robots, teams and default permissions, keeping its row."""
     for robot, _ in await robots.list_robots(session, org):
         await robots.delete_robot(session, robot)
     teams = select(Team.id).where(Team.organization_id == org.id)
@@ -86,7 +97,6 @@ async def delete_org(session: AsyncSession, org: User) -> None:
     await session.execute(delete(RepositoryPermission).where(RepositoryPermission.team_id.in_(teams)))
     await session.execute(delete(PermissionPrototype).where(PermissionPrototype.org_id == org.id))
     await session.execute(delete(Team).where(Team.organization_id == org.id))
-    await session.delete(org)
 
 
 async def set_org_email(session: AsyncSession, org: User, email: str) -> str | None:

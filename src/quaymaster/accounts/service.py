@@ -23,6 +23,16 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_BYTES = 72
 BCRYPT_ROUNDS = 12  # Quay's cost; tests lower it to keep thousands of logins fast
+# The time-machine window new namespaces get (DEFAULT_TAG_EXPIRATION); see apply_settings.
+DEFAULT_TAG_EXPIRATION_S = 1209600
+
+
+def apply_settings(settings) -> None:
+    """Take the account defaults from the config; every process calls it once its settings load."""
+    from quaymaster.settings.units import parse_duration
+
+    global DEFAULT_TAG_EXPIRATION_S
+    DEFAULT_TAG_EXPIRATION_S = parse_duration(settings.DEFAULT_TAG_EXPIRATION)
 
 
 class AccountError(Exception):
@@ -108,7 +118,8 @@ async def create_user(session: AsyncSession, username: str, email: str | None, p
     if email and await session.scalar(select(User.id).where(func.lower(User.email) == email.lower())):
         raise Conflict(f"the email {email!r} is already in use")
     password_hash = await asyncio.to_thread(hash_password, password)
-    user = User(uuid=str(uuid.uuid4()), username=username, email=email, password_hash=password_hash)
+    user = User(uuid=str(uuid.uuid4()), username=username, email=email, password_hash=password_hash,
+                removed_tag_expiration_s=DEFAULT_TAG_EXPIRATION_S)
     session.add(user)
     try:
         await session.flush()
@@ -165,10 +176,12 @@ async def delete_user(session: AsyncSession, user: User) -> None:
     from sqlalchemy import delete as sql_delete
 
     from quaymaster.accounts.models import OAuthAccessToken, Star
+    from quaymaster.content import quota
 
     await session.execute(sql_delete(OAuthAccessToken).where(OAuthAccessToken.authorized_user_id == user.id))
     await session.execute(sql_delete(Star).where(Star.user_id == user.id))
     await session.execute(sql_delete(FederatedLogin).where(FederatedLogin.user_id == user.id))
+    await quota.forget_namespace(session, user.id)
     await session.delete(user)
 
 
@@ -288,7 +301,8 @@ async def create_federated_user(session: AsyncSession, service: str, ident: str,
             break
     else:  # pragma: no cover - ten thousand namesakes
         raise Conflict(f"no free username for {ident!r}")
-    user = User(uuid=str(uuid.uuid4()), username=candidate, email=email, password_hash=None)
+    user = User(uuid=str(uuid.uuid4()), username=candidate, email=email, password_hash=None,
+                removed_tag_expiration_s=DEFAULT_TAG_EXPIRATION_S)
     session.add(user)
     await session.flush()
     session.add(FederatedLogin(user_id=user.id, service=service, service_ident=ident.lower(),

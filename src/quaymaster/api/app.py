@@ -20,7 +20,7 @@ def create_api(settings: Settings) -> FastAPI:
     from quaymaster.accounts import api_orgs, api_robots, api_users
     from quaymaster.auditlog import api as auditlog_api
     from quaymaster.content import api as content_api
-    from quaymaster.content import api_search
+    from quaymaster.content import api_quota, api_search
     from quaymaster.superuser import api as superuser_api
 
     api = FastAPI(title="Quaymaster API", version="v1", openapi_url="/discovery", docs_url=None, redoc_url=None,
@@ -29,5 +29,6 @@ def create_api(settings: Settings) -> FastAPI:
     for router in (api_users.router, api_orgs.router, api_robots.router, content_api.router,
                    api_search.router, auditlog_api.router, superuser_api.router):
         api.include_router(router)
+    api.include_router(api_quota.router)
     api.add_middleware(SessionMiddleware, **session_middleware_options(settings))
     return api

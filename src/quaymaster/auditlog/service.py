@@ -31,6 +31,8 @@ org_change_name org_change_tag_expiration create_prototype_permission modify_pro
 delete_prototype_permission create_app_specific_token revoke_app_specific_token create_oauth_api_token
 revoke_oauth_api_token service_key_create service_key_approve service_key_delete service_key_modify
 service_key_extend service_key_rotate take_ownership create_message delete_message
+org_create_quota org_change_quota org_delete_quota org_create_quota_limit org_change_quota_limit
+org_delete_quota_limit quota_warning
 """.split())
 
 

@@ -23,11 +23,15 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def settings_or_exit(config_dir: Path, *, create: bool = False, **first_run: Any) -> Settings:
+    from quaymaster.accounts import service as accounts
+
     try:
-        return load_settings(config_dir, create=create, **first_run)
+        settings = load_settings(config_dir, create=create, **first_run)
     except ConfigError as err:
         fail(str(err), 2)
         raise  # unreachable
+    accounts.apply_settings(settings)
+    return settings
 
 
 def with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:

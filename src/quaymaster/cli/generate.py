@@ -1,5 +1,8 @@
-"""`quaymaster generate systemd`: unit files for the registry, the mirror worker and the scanner.
+"""`quaymaster generate systemd`: unit files for the registry and for standalone background workers.
 
+`quaymaster-registry.service` serves and (unless --no-workers) runs the background workers.
+`quaymaster-worker@.service` is a template, `quaymaster worker %i`, for nodes whose registry
+runs with --no-workers: enable `quaymaster-worker@gc.service` (and `@replication`) on one of them.
 With --with-postgres / --with-redis it also writes units that run PostgreSQL and Redis in podman
 containers on loopback, with their passwords in owner-only environment files beside the units.
 """
@@ -22,6 +25,8 @@ POSTGRES_IMAGE = "docker.io/library/postgres:15"
 REDIS_IMAGE = "docker.io/library/redis:7"
 POSTGRES_UNIT = "quaymaster-postgres.service"
 REDIS_UNIT = "quaymaster-redis.service"
+REGISTRY_UNIT = "quaymaster-registry.service"
+WORKER_TEMPLATE = "quaymaster-worker@.service"
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,8 @@ def _container_unit(description: str, name: str, run_args: str, podman: str) -> 
 
 
 def _arg(path: Path) -> str:
-    """A path as one ExecStart argument (systemd splits on spaces unless quoted)."""
-    text = str(path)
+    """A path as one ExecStart argument (systemd splits on spaces unless quoted; `%` starts a specifier)."""
+    text = str(path).replace("%", "%%")
     return f'"{text}"' if any(c in text for c in ' "\\') else text
 
 
@@ -112,7 +117,7 @@ def _env_value(path: Path, key: str) -> str | None:
 
 
 def build_units(output_dir: Path, config_dir: Path, *, with_postgres: bool, with_redis: bool,
-                user: str | None = None) -> tuple[list[Unit], list[str]]:
+                user: str | None = None, no_workers: bool = False) -> tuple[list[Unit], list[str]]:
     """The unit (and environment) files to write, and notes for the person installing them."""
     exe = quaymaster_executable()
     podman = shutil.which("podman") or "/usr/bin/podman"
@@ -120,13 +125,12 @@ def build_units(output_dir: Path, config_dir: Path, *, with_postgres: bool, with
     deps = ([POSTGRES_UNIT] if with_postgres else []) + ([REDIS_UNIT] if with_redis else [])
     conf = f"--config-dir {_arg(config_dir)}"
     exe = _arg(exe)
+    registry_args = "registry --no-workers" if no_workers else "registry"
     units = [
-        Unit("quaymaster-registry.service",
-             _service_unit("Quaymaster container registry", f"{exe} registry {conf}", deps, user)),
-        Unit("quaymaster-repomirror.service",
-             _service_unit("Quaymaster repository mirroring worker", f"{exe} repomirror {conf}", deps, user)),
-        Unit("quaymaster-scanner.service",
-             _service_unit("Quaymaster vulnerability scanner", f"{exe} scanner --mode combo {conf}", deps, user)),
+        Unit(REGISTRY_UNIT, _service_unit("Quaymaster container registry", f"{exe} {registry_args} {conf}", deps,
+                                          user)),
+        Unit(WORKER_TEMPLATE, _service_unit("Quaymaster background worker %i", f"{exe} worker %i {conf}", deps,
+                                            user)),
     ]
     notes: list[str] = []
     if with_postgres:
@@ -169,12 +173,15 @@ def generate() -> None:
 @click.option("--with-postgres", is_flag=True, help="Also a unit running PostgreSQL in podman on 127.0.0.1:5432.")
 @click.option("--with-redis", is_flag=True, help="Also a unit running Redis in podman on 127.0.0.1:6379.")
 @click.option("--user", default=None, help="Run the Quaymaster services as this user (User=).")
-def systemd(config_dir: Path, output_dir: Path, with_postgres: bool, with_redis: bool, user: str | None) -> None:
-    """Write systemd units for the registry, the mirror worker and the scanner."""
+@click.option("--no-workers", is_flag=True,
+              help="Run the registry with --no-workers; the background workers then run from quaymaster-worker@.")
+def systemd(config_dir: Path, output_dir: Path, with_postgres: bool, with_redis: bool, user: str | None,
+            no_workers: bool) -> None:
+    """Write systemd units for the registry and a template for standalone background workers."""
     output_dir = output_dir.absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
     units, notes = build_units(output_dir, config_dir.resolve(), with_postgres=with_postgres,
-                               with_redis=with_redis, user=user)
+                               with_redis=with_redis, user=user, no_workers=no_workers)
     for unit in units:
         path = output_dir / unit.name
         path.write_text(unit.text)
@@ -182,4 +189,11 @@ def systemd(config_dir: Path, output_dir: Path, with_postgres: bool, with_redis:
         click.echo(f"wrote {path}")
     for note in notes:
         click.echo(note)
-    click.echo("then: systemctl daemon-reload && systemctl enable --now quaymaster-registry.service")
+    click.echo(f"then: systemctl daemon-reload && systemctl enable --now {REGISTRY_UNIT}")
+    workers = ["gc"] + (["replication"] if _read_config(config_dir).get("FEATURE_STORAGE_REPLICATION") else [])
+    instances = " ".join(WORKER_TEMPLATE.replace("@", f"@{name}") for name in workers)
+    if no_workers:
+        click.echo(f"and on one node: systemctl enable --now {instances}")
+    else:
+        click.echo(f"the registry runs the background workers itself; {WORKER_TEMPLATE} is for nodes that run "
+                   f"it with --no-workers (systemctl enable --now {instances})")

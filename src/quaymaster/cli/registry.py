@@ -4,6 +4,10 @@ HTTPS is served when `ssl.cert`/`ssl.key` are in the config dir and PREFERRED_UR
 (and EXTERNAL_TLS_TERMINATION is off). Then HTTP stays open for /v2 and /health and redirects
 browser GETs to HTTPS. The parent binds both sockets; each worker process runs two uvicorn
 servers (one per socket) in one event loop around one app, so every worker serves both ports.
+
+The background workers (gc, replication) run in exactly one server process, unless
+--no-workers: they need no more (a pass is database work, and the locks would let only one
+process run it anyway), and one process keeps their memory and connections off the others.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import ssl
+import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -66,10 +72,11 @@ class ServePlan:
     certfile: str | None = None
     keyfile: str | None = None
     https_base: str | None = None  # where plain-HTTP browser GETs are redirected
+    run_workers: bool = False  # this process also runs the background workers
 
 
 class HttpsRedirect:
-    """On the plain-HTTP port: GET/HEAD outside /v2 and /health go to HTTPS with a 301."""
+    """On the plain-HTTP port: GET/HEAD outside /v2, /health and /metrics go to HTTPS with a 301."""
 
     def __init__(self, app, https_base: str):
         self.app = app
@@ -78,7 +85,7 @@ class HttpsRedirect:
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and not (
-                path == "/v2" or path.startswith(("/v2/", "/health"))):
+                path in ("/v2", "/metrics") or path.startswith(("/v2/", "/health"))):
             target = self.https_base + (scope.get("raw_path") or path.encode()).decode("latin-1")
             if scope.get("query_string"):
                 target += "?" + scope["query_string"].decode("latin-1")
@@ -128,7 +135,8 @@ async def _serve(plan: ServePlan, sockets: list[socket.socket]) -> None:
     """One app, one or two uvicorn servers; the app's lifespan wraps both."""
     from quaymaster.app import create_app
 
-    app = create_app(load_settings(plan.config_dir), run_migrations=plan.run_migrations)
+    app = create_app(load_settings(plan.config_dir), run_migrations=plan.run_migrations,
+                     run_workers=plan.run_workers)
     common = {"lifespan": "off", "http": "httptools", "access_log": plan.access_log, "log_level": plan.log_level,
               "timeout_keep_alive": 75, "server_header": False}
     if plan.certfile:
@@ -172,18 +180,32 @@ def _worker_main(plan: ServePlan, sockets: list[socket.socket]) -> None:
 
 
 def _supervise(workers: int, plan: ServePlan, sockets: list[socket.socket]) -> None:
-    """Keep `workers` processes serving the shared sockets; replace any that dies; stop on SIGINT/SIGTERM."""
+    """Keep `workers` processes serving the shared sockets; replace any that dies; stop on SIGINT/SIGTERM.
+
+    The first process (and whichever replaces it) runs the background workers when plan.run_workers.
+    Metrics go to files in a fresh directory that lives as long as this supervisor, so that
+    /metrics sums every process's counters whichever process answers."""
+    metrics_dir = tempfile.mkdtemp(prefix="quaymaster-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned processes
+    try:
+        _supervise_processes(workers, plan, sockets)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise_processes(workers: int, plan: ServePlan, sockets: list[socket.socket]) -> None:
     spawn_ctx = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
 
-    def start() -> multiprocessing.process.BaseProcess:
-        process = spawn_ctx.Process(target=_worker_main, args=(plan, sockets), name="quaymaster-worker")
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        process_plan = replace(plan, run_workers=plan.run_workers and index == 0)
+        process = spawn_ctx.Process(target=_worker_main, args=(process_plan, sockets), name="quaymaster-worker")
         process.start()
         return process
 
-    processes = [start() for _ in range(workers)]
+    processes = [start(i) for i in range(workers)]
     failed = False
     while not stopping.wait(0.5):
         for i, process in enumerate(processes):
@@ -195,7 +217,7 @@ def _supervise(workers: int, plan: ServePlan, sockets: list[socket.socket]) -> N
                 stopping.set()
                 break
             log.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
-            processes[i] = start()
+            processes[i] = start(i)
     for process in processes:
         if process.exitcode is None:
             process.terminate()
@@ -216,11 +238,14 @@ def _supervise(workers: int, plan: ServePlan, sockets: list[socket.socket]) -> N
               help="HTTPS port, used when ssl.cert/ssl.key are in the config dir and PREFERRED_URL_SCHEME is https.")
 @click.option("--workers", default=_default_workers, show_default="CPUs, at most 4", type=click.IntRange(1, 64),
               help="Server processes sharing the ports.")
+@click.option("--no-workers", is_flag=True,
+              help="Do not run the background workers (gc, replication) here; run `quaymaster worker NAME` "
+                   "on some node instead.")
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def registry(config_dir: Path, host: str, port: int, https_port: int, workers: int, access_log: bool,
-             log_level: str) -> None:
+def registry(config_dir: Path, host: str, port: int, https_port: int, workers: int, no_workers: bool,
+             access_log: bool, log_level: str) -> None:
     """Start the registry; the first run creates the embedded default config in CONFIG_DIR."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_tls_probes()
@@ -232,7 +257,7 @@ def registry(config_dir: Path, host: str, port: int, https_port: int, workers: i
     # A server database may not be up yet: workers wait for it in the background (serving 503
     # meanwhile) and migrate under a lock, so start order does not matter.
     plan = ServePlan(str(config_dir.resolve()), run_migrations=not sqlite, log_level=log_level,
-                     access_log=access_log)
+                     access_log=access_log, run_workers=not no_workers)
     sockets = [_bind(host, port)]
     listening = f"http on {host}:{port}"
     tls = tls_files(config_dir, settings)
@@ -241,11 +266,12 @@ def registry(config_dir: Path, host: str, port: int, https_port: int, workers: i
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(*tls)
         except (ssl.SSLError, OSError, ValueError) as exc:
             fail(f"ssl.cert/ssl.key: cannot be used for TLS ({exc})", 2)
-        plan = ServePlan(plan.config_dir, plan.run_migrations, log_level, access_log, str(tls[0]), str(tls[1]),
-                         f"https://{settings.SERVER_HOSTNAME}")
+        plan = replace(plan, certfile=str(tls[0]), keyfile=str(tls[1]),
+                       https_base=f"https://{settings.SERVER_HOSTNAME}")
         sockets.append(_bind(host, https_port))
         listening += f", https on {host}:{https_port}"
-    click.echo(f"quaymaster: serving {settings.base_url} ({listening}, {workers} worker(s), "
+    background = "no background workers" if no_workers else "background workers in-process"
+    click.echo(f"quaymaster: serving {settings.base_url} ({listening}, {workers} worker(s), {background}, "
                f"config {config_dir}/config.yaml)", err=True)
     os.environ[CONFIG_DIR_ENV] = plan.config_dir
     if workers == 1:

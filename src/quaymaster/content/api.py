@@ -22,6 +22,7 @@ from quaymaster.content import (
     api_permissions,
     api_stars,
     api_tags,
+    quota,
     repositories,
     stars,
     tags,
@@ -35,6 +36,7 @@ from quaymaster.content.api_support import (
     utc_from_ms,
 )
 from quaymaster.content.models import RepositoryState
+from quaymaster.events import publish_quietly
 from quaymaster.oci.errors import OCIError
 from quaymaster.oci.reference import split_repository
 
@@ -150,6 +152,7 @@ async def get_repository(request: Request, namespace: str, name: str, includeTag
         is_starred = await stars.is_starred(session, identity.user_id, repo.id)
         active = (await tags.history(session, repo.id, window_s=0, active_only=True, limit=MAX_TAGS_IN_VIEW)
                   if includeTags else None)
+        quota_report = await quota.view_report(session, ctx_of(request).settings, repo.namespace_id, repo.id)
     view = {
         "namespace": repo.namespace, "name": repo.name, "kind": row.kind, "description": row.description,
         "is_public": row.visibility == "public", "is_organization": owner.organization, "is_starred": is_starred,
@@ -161,6 +164,8 @@ async def get_repository(request: Request, namespace: str, name: str, includeTag
     }
     if active is not None:
         view["tags"] = {t.name: _tag_summary(t) for t in active}
+    if quota_report is not None:
+        view["quota_report"] = quota_report
     return view
 
 
@@ -181,6 +186,7 @@ async def delete_repository(request: Request, namespace: str, name: str, identit
         await content.lock_repository(session, repo.id)
         await repositories.mark_for_deletion(session, repo.id)
     audit(request, "delete_repo", repo, identity)
+    await publish_quietly(ctx_of(request).events, "repositories", {"repository_id": repo.id, "event": "deleted"})
     return Response(status_code=204)
 
 

@@ -16,6 +16,7 @@ from quaymaster.content import labels
 from quaymaster.content.errors import ContentError
 from quaymaster.content.models import (
     Blob,
+    BlobDeletion,
     BlobPlacement,
     BlobUpload,
     Manifest,
@@ -138,10 +139,23 @@ async def claim_blob(session: AsyncSession, repo_id: int, blob: Blob, claim_s: i
                              expires_at=utcnow() + timedelta(seconds=claim_s)))
 
 
-async def record_blob(session: AsyncSession, digest: str, size: int, location: str) -> Blob:
-    """Create the blob row (or reuse it) and its placement, after its bytes are verified and stored."""
-    blob = await session.scalar(select(Blob).where(Blob.digest == digest))
-    if blob is None:
+class BlobBeingDeleted(ContentError):
+    """Garbage collection is deleting these bytes right now; the client should try again."""
+
+    def __init__(self, digest: str):
+        super().__init__("BLOB_UPLOAD_INVALID", f"blob {digest} is being garbage collected; retry the upload",
+                         {"digest": digest})
+
+
+async def record_blob(session: AsyncSession, digest: str, size: int, location: str) -> tuple[Blob, bool]:
+    """Create the blob row (or reuse it, locked) and its placement, after its bytes are verified
+    and stored; returns the row and whether it is new. A new row is refused while garbage
+    collection deletes the same digest (its bytes may be going away under us)."""
+    blob = await session.scalar(select(Blob).where(Blob.digest == digest).with_for_update())
+    created = blob is None
+    if created:
+        if await session.scalar(select(exists().where(BlobDeletion.digest == digest))):
+            raise BlobBeingDeleted(digest)
         blob = Blob(digest=digest, size=size)
         session.add(blob)
         await session.flush()
@@ -149,7 +163,7 @@ async def record_blob(session: AsyncSession, digest: str, size: int, location: s
         BlobPlacement.blob_id == blob.id, BlobPlacement.location == location)))
     if not has_placement:
         session.add(BlobPlacement(blob_id=blob.id, location=location))
-    return blob
+    return blob, created
 
 
 async def create_upload(session: AsyncSession, repo_id: int, location: str, metadata: dict) -> BlobUpload:

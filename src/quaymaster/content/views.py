@@ -29,6 +29,7 @@ from quaymaster.content.errors import ContentError
 from quaymaster.content.models import RepositoryState
 from quaymaster.content.service import RepoRef
 from quaymaster.db.base import now_ms, utcnow
+from quaymaster.events import publish_quietly
 from quaymaster.oci import mediatypes as mt
 from quaymaster.oci.errors import OCIError
 from quaymaster.oci.manifest import parse_manifest
@@ -548,6 +549,7 @@ async def delete_repository(request: Request) -> Response:
         await content.lock_repository(session, repo.id)
         await repositories.mark_for_deletion(session, repo.id)
     audit(request, "delete_repo", repo, identity)
+    await publish_quietly(ctx_of(request).events, "repositories", {"repository_id": repo.id, "event": "deleted"})
     flash(request, f"Repository {repo.path} deleted.", "success")
     return RedirectResponse("/repository/", status_code=303)
 

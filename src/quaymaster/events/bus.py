@@ -6,7 +6,11 @@ the work on its next scan."""
 import abc
 import asyncio
 import contextlib
-from typing import AsyncIterator
+import json
+import logging
+from collections.abc import AsyncIterator
+
+log = logging.getLogger(__name__)
 
 
 class Subscription(abc.ABC):
@@ -17,7 +21,10 @@ class Subscription(abc.ABC):
 
 class EventBus(abc.ABC):
     @abc.abstractmethod
-    async def publish(self, channel: str, event: dict) -> None: ...
+    async def publish(self, channel: str, event: dict) -> None:
+        """Send `event` (JSON-serializable) to the current subscribers of `channel`.
+
+        Implementations drop the event rather than raise when their backend is unreachable."""
 
     @abc.abstractmethod
     def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
@@ -33,7 +40,7 @@ class _QueueSubscription(Subscription):
     async def get(self, timeout: float) -> dict | None:
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
 
@@ -44,9 +51,19 @@ class InProcessBus(EventBus):
         self._subscribers: dict[str, set[_QueueSubscription]] = {}
 
     async def publish(self, channel: str, event: dict) -> None:
-        for sub in list(self._subscribers.get(channel, ())):
+        subscribers = list(self._subscribers.get(channel, ()))
+        if not subscribers:
+            return
+        # The same JSON round trip as over Redis: subscribers get their own copy, and an event
+        # that would not cross Redis shows up in embedded mode too.
+        try:
+            payload = json.dumps(event, default=str)
+        except (TypeError, ValueError):
+            log.warning("events: dropped an event on %r that is not JSON", channel)
+            return
+        for sub in subscribers:
             with contextlib.suppress(asyncio.QueueFull):  # a slow subscriber loses hints, not data
-                sub.queue.put_nowait(event)
+                sub.queue.put_nowait(json.loads(payload))
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
@@ -56,3 +73,11 @@ class InProcessBus(EventBus):
             yield sub
         finally:
             self._subscribers[channel].discard(sub)
+
+
+async def publish_quietly(bus: EventBus, channel: str, event: dict) -> None:
+    """Publish from a request that has already committed: whatever happens, the request succeeds."""
+    try:
+        await bus.publish(channel, event)
+    except Exception:
+        log.warning("events: dropped an event on %r", channel, exc_info=True)

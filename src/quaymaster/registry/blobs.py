@@ -7,10 +7,12 @@ import os
 import re
 from contextlib import aclosing
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from quaymaster.accounts.permissions import PULL, PUSH
+from quaymaster.content import quota
 from quaymaster.content import service as content
 from quaymaster.content.models import BlobUpload
 from quaymaster.content.service import RepoRef
@@ -20,7 +22,7 @@ from quaymaster.oci.errors import OCIError
 from quaymaster.registry.auth import Caller
 from quaymaster.registry.common import endpoint, parse_name, require
 from quaymaster.registry.errors import RegistryError
-from quaymaster.storage.base import BlobNotFound, BlobStore
+from quaymaster.storage.base import BlobNotFound, BlobStore, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +100,46 @@ async def get_blob(request: Request) -> Response:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not known to this repository",
                             {"digest": digest})
     blob, placements = found
-    store = ctx.storage.readable(placements)
     headers = {"Docker-Content-Digest": digest, "Cache-Control": "max-age=31536000"}
-    if store is None:
+    stores = ctx.storage.holders(placements)
+    if not stores:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} has no stored copy", status=404)
+    # The nearest location first; a copy that turns out missing or unreadable there falls back
+    # to the next location holding the blob. The first location costs what it always did.
+    failure: StorageError | None = None
+    for store in stores:
+        try:
+            response = await _serve_from(request, store, digest, blob.size, headers)
+        except StorageError as err:
+            if isinstance(err, BlobNotFound):
+                log.error("blob %s is recorded but missing from storage location %s", digest, store.name)
+            else:
+                log.warning("storage location %s failed serving blob %s: %s", store.name, digest, err)
+            failure = err
+            continue
+        if failure is not None:
+            log.info("blob %s served from fallback location %s", digest, store.name)
+        return response
+    if isinstance(failure, BlobNotFound):
+        raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is missing from storage", status=404)
+    raise failure  # every holder failed for another reason: 503 (see `endpoint`)
+
+
+async def _serve_from(request: Request, store: BlobStore, digest: str, size: int,
+                      headers: dict[str, str]) -> Response:
+    """The response serving a blob from one location; BlobNotFound/StorageError before any byte
+    is sent if this location cannot (a redirect to an object store is not checked)."""
     url = await store.download_url(digest) if request.method == "GET" else None
     if url is not None:
         return RedirectResponse(url, status_code=307, headers=headers)
     path = store.local_path(digest)
     if path is None:
-        return await _stream_from_store(request, store, digest, blob.size, headers)
+        return await _stream_from_store(request, store, digest, size, headers)
     if not os.path.isfile(path):
-        log.error("blob %s is recorded but missing from storage location %s", digest, store.name)
-        raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is missing from storage", status=404)
+        raise BlobNotFound(f"blob {digest} is missing")
     if "range" in request.headers:
         return RangedBlobFile(path, media_type="application/octet-stream", headers=headers)
-    return BlobFile(path, blob.size, headers)
+    return BlobFile(path, size, headers)
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None | bool:
@@ -155,10 +181,9 @@ async def _stream_from_store(request: Request, store: BlobStore, digest: str, si
     chunks = store.stream(digest, start, end)
     try:
         first = await anext(chunks, b"")  # a missing object fails here, before any header is sent
-    except BlobNotFound:
+    except StorageError:  # BlobNotFound included: the caller tries the next location
         await chunks.aclose()
-        log.error("blob %s is recorded but missing from storage location %s", digest, store.name)
-        raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is missing from storage", status=404) from None
+        raise
 
     async def body():
         async with aclosing(chunks):
@@ -280,14 +305,30 @@ async def _commit(ctx: AppContext, request: Request, caller: Caller, repo: RepoR
     store = ctx.storage.location(upload.location)
     await store.commit_upload(upload.uuid, upload.storage_metadata, digest, upload.byte_count)
     ctx.hashes.drop(upload.uuid)
-    async with ctx.db.write() as session:
-        blob = await content.record_blob(session, digest, upload.byte_count, store.name)
-        await content.claim_blob(session, repo.id, blob, ctx.settings.PUSH_TEMP_TAG_EXPIRATION_SEC)
-        await content.delete_upload(session, upload.id)
+    await _record(ctx, repo, upload, store, digest)
     return Response(status_code=201, headers={
         "Location": f"/v2/{repo.path}/blobs/{digest}", "Docker-Content-Digest": digest,
         "Content-Length": "0",
     })
+
+
+async def _record(ctx: AppContext, repo: RepoRef, upload: BlobUpload, store: BlobStore, digest: str) -> None:
+    """Record the committed blob and claim it for the repository. A new row also checks the bytes
+    are still there: a collection pass that deleted the digest a moment ago may have taken them."""
+    for attempt in range(2):
+        try:
+            async with ctx.db.write() as session:
+                blob, created = await content.record_blob(session, digest, upload.byte_count, store.name)
+                if created and not await store.exists(digest):
+                    raise content.BlobBeingDeleted(digest)
+                await content.claim_blob(session, repo.id, blob, ctx.settings.PUSH_TEMP_TAG_EXPIRATION_SEC)
+                await content.delete_upload(session, upload.id)
+            return
+        except IntegrityError:  # another push recorded the same new digest first: reuse its row
+            if attempt:
+                raise
+        except content.BlobBeingDeleted as err:
+            raise RegistryError(err.code, err.message, err.detail, status=503, headers={"Retry-After": "1"}) from None
 
 
 async def _try_mount(ctx: AppContext, caller: Caller, repo: RepoRef, digest: str,
@@ -297,14 +338,17 @@ async def _try_mount(ctx: AppContext, caller: Caller, repo: RepoRef, digest: str
         namespace, name = parse_name(source)
     except RegistryError:
         return None
-    async with ctx.db.write() as session:
-        src = await content.get_repository(session, namespace, name)
-        if src is None or not (caller.can(source, PULL) or src.visibility == "public"):
-            return None
-        found = await content.linked_blob(session, src.id, digest)
-        if found is None:
-            return None
-        await content.claim_blob(session, repo.id, found[0], ctx.settings.PUSH_TEMP_TAG_EXPIRATION_SEC)
+    try:
+        async with ctx.db.write() as session:
+            src = await content.get_repository(session, namespace, name)
+            if src is None or not (caller.can(source, PULL) or src.visibility == "public"):
+                return None
+            found = await content.linked_blob(session, src.id, digest)
+            if found is None:
+                return None
+            await content.claim_blob(session, repo.id, found[0], ctx.settings.PUSH_TEMP_TAG_EXPIRATION_SEC)
+    except IntegrityError:  # garbage collection removed the blob as we linked it: upload instead
+        return None
     return Response(status_code=201, headers={
         "Location": f"/v2/{repo.path}/blobs/{digest}", "Docker-Content-Digest": digest,
         "Content-Length": "0",
@@ -320,6 +364,7 @@ async def start_upload(request: Request) -> Response:
         mounted = await _try_mount(ctx, caller, repo, digest, params.get("from") or "")
         if mounted is not None:
             return mounted
+    await quota.guard_upload(ctx.db, ctx.settings, repo)
     upload = await _start_upload(ctx, repo)
     if "digest" in params:
         digest = _digest_param(params.get("digest"))

@@ -2,13 +2,15 @@
 
 import json
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from quaymaster.accounts.permissions import PULL, PUSH
-from quaymaster.content import imageconfig
+from quaymaster.content import imageconfig, quota
 from quaymaster.content import service as content
 from quaymaster.content.service import PulledManifest
+from quaymaster.events import publish_quietly
 from quaymaster.oci import mediatypes as mt
 from quaymaster.oci.digest import compute_digest, parse_digest
 from quaymaster.oci.errors import OCIError
@@ -95,18 +97,29 @@ async def put_manifest(request: Request) -> Response:
         raise RegistryError("DIGEST_INVALID", "the manifest body does not match the digest in the URL",
                             {"expected": reference, "actual": parsed.digest})
     config = await imageconfig.config_for_push(ctx.db, ctx.storage, repo, parsed)  # labels, read before locking
-    async with ctx.db.write() as session:
-        await content.lock_repository(session, repo.id)
-        manifest = await content.store_manifest(session, repo, parsed, config)
-        if by_digest:
-            keep = None if parsed.subject else ctx.settings.PUSH_TEMP_TAG_EXPIRATION_SEC
-            await content.hold_untagged(session, repo.id, manifest.id, keep)
-        else:
-            await content.set_tag(session, repo.id, reference, manifest.id)
+    try:
+        async with ctx.db.write() as session:
+            await content.lock_repository(session, repo.id)
+            quota_check = await quota.guard_manifest(session, ctx.settings, repo, parsed.blob_digests)
+            manifest = await content.store_manifest(session, repo, parsed, config)
+            if by_digest:
+                keep = None if parsed.subject else ctx.settings.PUSH_TEMP_TAG_EXPIRATION_SEC
+                await content.hold_untagged(session, repo.id, manifest.id, keep)
+            else:
+                await content.set_tag(session, repo.id, reference, manifest.id)
+    except IntegrityError:
+        # Garbage collection deleted a blob this manifest names between our check and our link
+        # (possible only for a blob no upload of this push claimed): push it again.
+        raise RegistryError("MANIFEST_BLOB_UNKNOWN", "a blob of this manifest was just garbage collected; "
+                            "push the image again") from None
     ctx.audit.record("push_repo", account_id=repo.namespace_id, performer_id=caller.user_id,
                      repository_id=repo.id, ip=client_ip(request),
                      metadata={"namespace": repo.namespace, "repo": repo.name,
                                "tag": None if by_digest else reference, "manifest_digest": parsed.digest})
+    quota.record_warnings(ctx.audit, quota_check, repo, performer_id=caller.user_id, ip=client_ip(request))
+    await publish_quietly(ctx.events, "manifests", {
+        "namespace": repo.namespace, "repository": repo.name, "repository_id": repo.id,
+        "digest": parsed.digest, "tag": None if by_digest else reference})
     headers = {"Location": f"/v2/{repo.path}/manifests/{parsed.digest}",
                "Docker-Content-Digest": parsed.digest, "Content-Length": "0"}
     if parsed.subject:

@@ -5,6 +5,7 @@ addressed by server-generated ids. Drivers never see raw user input as paths.
 """
 
 import abc
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 
@@ -14,6 +15,15 @@ class StorageError(Exception):
 
 class BlobNotFound(StorageError):
     """The blob (or upload piece) asked for is not in this location."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """One blob object as a location holds it: what `list_blobs()` reports."""
+
+    digest: str
+    size: int
+    modified: float  # last write, epoch seconds
 
 
 class UploadWriter(abc.ABC):
@@ -72,6 +82,12 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, digest: str) -> None: ...
+
+    @abc.abstractmethod
+    def list_blobs(self) -> AsyncIterator[StoredBlob]:
+        """Every blob stored in this location, in ascending digest order (byte order), read
+        lazily page by page. Upload data and anything that is not a well-formed blob name are
+        left out. Blobs written or deleted while the listing runs may or may not appear."""
 
     def local_path(self, digest: str) -> str | None:
         """A filesystem path the web server may send directly (local drivers only)."""

@@ -27,6 +27,8 @@ class DistributedStorage:
     def __init__(self, stores: dict[str, BlobStore], preference: list[str]):
         self.stores = stores
         self.preference = preference
+        # Every location, preferred ones first: the order reads try them in.
+        self._read_order = preference + [n for n in stores if n not in preference]
 
     @property
     def preferred(self) -> BlobStore:
@@ -40,10 +42,14 @@ class DistributedStorage:
 
     def readable(self, placements: list[str]) -> BlobStore | None:
         """The first location in preference order that holds the blob."""
-        for name in self.preference + [n for n in self.stores if n not in self.preference]:
+        for name in self._read_order:
             if name in placements:
                 return self.stores[name]
         return None
+
+    def holders(self, placements: list[str]) -> list[BlobStore]:
+        """Every configured location that holds the blob, in preference order (read fallbacks)."""
+        return [self.stores[name] for name in self._read_order if name in placements]
 
 
 def build_storage(settings: Settings) -> DistributedStorage:

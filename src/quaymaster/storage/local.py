@@ -1,14 +1,18 @@
 """LocalStorage: blobs at <storage_path>/sha256/<ab>/<hex>, uploads at <storage_path>/uploads/<id>."""
 
+import asyncio
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import AsyncIterator
 
-from quaymaster.storage.base import BlobNotFound, BlobStore, StorageError, UploadWriter
+from quaymaster.storage.base import BlobNotFound, BlobStore, StorageError, StoredBlob, UploadWriter
 
 _DIGEST = re.compile(r"^(sha256|sha512):([a-f0-9]{64}|[a-f0-9]{128})$")
+_HEX_LENGTH = {"sha256": 64, "sha512": 128}  # in byte order, as digests sort
+_HEX = re.compile(r"^[a-f0-9]+$")
 _UPLOAD_ID = re.compile(r"^[a-f0-9-]{36}$")
 CHUNK = 1024 * 1024
 
@@ -132,3 +136,61 @@ class LocalStorage(BlobStore):
 
     def local_path(self, digest: str) -> str | None:
         return str(self._blob_path(digest))
+
+    # --- listing -----------------------------------------------------------------------------
+    async def list_blobs(self) -> AsyncIterator[StoredBlob]:
+        """Walks <root>/<algo>/<ab>/<hex>, one <ab> directory per thread hop, sorted by name.
+
+        A symbolic link is followed only when its target lies inside the storage root."""
+        for algo, length in _HEX_LENGTH.items():
+            algo_dir = self.root / algo
+            if not await asyncio.to_thread(self._is_dir_inside, algo_dir):
+                continue
+            for prefix in await asyncio.to_thread(self._subdirs, algo_dir):
+                for blob in await asyncio.to_thread(self._blobs_in, algo_dir / prefix, algo, length, prefix):
+                    yield blob
+
+    def _inside_root(self, path: str) -> str | None:
+        """The real path of `path` if it lies inside the storage root, else None."""
+        real = os.path.realpath(path)
+        return real if os.path.commonpath([str(self.root), real]) == str(self.root) else None
+
+    def _is_dir_inside(self, path: Path) -> bool:
+        try:
+            if not path.is_symlink():
+                return stat.S_ISDIR(path.lstat().st_mode)
+        except FileNotFoundError:
+            return False
+        real = self._inside_root(str(path))
+        return real is not None and os.path.isdir(real)
+
+    def _sorted_entries(self, directory: Path) -> list[os.DirEntry]:
+        try:
+            with os.scandir(directory) as entries:
+                return sorted(entries, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def _subdirs(self, algo_dir: Path) -> list[str]:
+        return [e.name for e in self._sorted_entries(algo_dir)
+                if len(e.name) == 2 and _HEX.match(e.name) and self._is_dir_inside(Path(e.path))]
+
+    def _blobs_in(self, directory: Path, algo: str, length: int, prefix: str) -> list[StoredBlob]:
+        found = []
+        for entry in self._sorted_entries(directory):
+            name = entry.name
+            if len(name) != length or not name.startswith(prefix) or not _HEX.match(name):
+                continue
+            try:
+                if entry.is_symlink():
+                    real = self._inside_root(entry.path)
+                    if real is None:
+                        continue
+                    st = os.stat(real)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # deleted while we looked
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append(StoredBlob(f"{algo}:{name}", st.st_size, st.st_mtime))
+        return found

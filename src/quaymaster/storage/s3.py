@@ -68,7 +68,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from quaymaster.storage.base import BlobNotFound, BlobStore, StorageError, UploadWriter
+from quaymaster.storage.base import BlobNotFound, BlobStore, StorageError, StoredBlob, UploadWriter
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ _DIGEST = re.compile(r"^(sha256|sha512):([a-f0-9]{64}|[a-f0-9]{128})$")
 _UPLOAD_ID = re.compile(r"^[a-f0-9-]{36}$")
 _OBJECT_NAME = re.compile(r"^(p\d{5}|t)-[a-f0-9]{12}$")
 _TOKEN = re.compile(r"^[a-f0-9]{12}$")
+_BLOB_NAME = {"sha256": re.compile(r"^([a-f0-9]{2})/(\1[a-f0-9]{62})$"),  # in byte order, as digests sort
+              "sha512": re.compile(r"^([a-f0-9]{2})/(\1[a-f0-9]{126})$")}
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -390,6 +392,8 @@ class _S3Writer(UploadWriter):
 # --- the store -------------------------------------------------------------------------------
 
 class S3Store(BlobStore):
+    list_page_size = 1000  # keys per ListObjectsV2 request (S3's maximum)
+
     def __init__(self, name: str, opts: S3Options, client=None):
         self.name = name
         self.opts = opts
@@ -641,6 +645,23 @@ class S3Store(BlobStore):
         except S3Error as err:
             if not _missing(err):
                 raise
+
+    async def list_blobs(self) -> AsyncIterator[StoredBlob]:
+        """ListObjectsV2 under `<prefix>/<algo>/`, page by page; S3 lists keys in byte order,
+        which is digest order for this layout. Upload objects live elsewhere and are not seen."""
+        for algo, name in _BLOB_NAME.items():
+            start = f"{self.prefix}{algo}/"
+            kwargs: dict[str, Any] = {"Prefix": start, "MaxKeys": self.list_page_size}
+            while True:
+                resp = await self._call("list_objects_v2", **kwargs)
+                for obj in resp.get("Contents", []):
+                    m = name.match(obj["Key"][len(start):])
+                    if m:
+                        yield StoredBlob(f"{algo}:{m.group(2)}", int(obj["Size"]), obj["LastModified"].timestamp())
+                token = resp.get("NextContinuationToken")
+                if not resp.get("IsTruncated") or not token:
+                    break
+                kwargs["ContinuationToken"] = token
 
     async def download_url(self, digest: str, expires_in: int = PRESIGN_SECONDS) -> str | None:
         if self.opts.proxy_downloads:

@@ -128,7 +128,7 @@ async def change_user(request: Request, username: str, body: UserChange, identit
 
 
 @router.delete("/superuser/users/{username}", status_code=204,
-               summary="Delete a user (not while they own repositories)", dependencies=FEATURE)
+               summary="Delete a user (their repositories are garbage collected)", dependencies=FEATURE)
 async def delete_user(request: Request, username: str, identity: Identity = Writer):
     async with ctx_of(request).db.write() as session:
         user = await _target_user(request, session, username, "delete")
@@ -149,7 +149,7 @@ async def list_organizations(request: Request, identity: Identity = Reader):
 
 
 @router.delete("/superuser/organizations/{name}", status_code=204,
-               summary="Delete an organization (not while it owns repositories)", dependencies=FEATURE)
+               summary="Delete an organization (its repositories are garbage collected)", dependencies=FEATURE)
 async def delete_organization(request: Request, name: str, identity: Identity = Writer):
     async with ctx_of(request).db.write() as session:
         org = await orgs.get_org(session, name)

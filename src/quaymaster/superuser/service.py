@@ -25,6 +25,7 @@ from quaymaster.accounts import apptokens, orgs, permissions, robots
 from quaymaster.accounts import service as accounts
 from quaymaster.accounts.models import ServiceKey, User
 from quaymaster.accounts.service import AccountError, Conflict, NotFound
+from quaymaster.content import gc
 from quaymaster.content import service as content
 from quaymaster.db.base import utcnow
 from quaymaster.superuser.models import Message
@@ -209,14 +210,9 @@ async def create_user(session: AsyncSession, username: str, email: str | None) -
     return await accounts.create_user(session, username, email, password), password
 
 
-async def _refuse_if_owning_repositories(session: AsyncSession, namespace: User) -> None:
+async def _owns_repositories(session: AsyncSession, namespace: User) -> bool:
     live, pending = await content.namespace_repository_counts(session, namespace.id)
-    if live:
-        raise AccountError(f"{namespace.username} still owns {live} repositor{'y' if live == 1 else 'ies'}; "
-                           "delete them first")
-    if pending:
-        raise AccountError(f"{namespace.username} has {pending} deleted repositor{'y' if pending == 1 else 'ies'} "
-                           "awaiting garbage collection; try again once they are gone")
+    return bool(live or pending)
 
 
 async def _flush_or_conflict(session: AsyncSession, what: str) -> None:
@@ -228,10 +224,9 @@ async def _flush_or_conflict(session: AsyncSession, what: str) -> None:
 
 
 async def delete_user(session: AsyncSession, user: User) -> None:
-    """Delete a user with their robots, memberships, permissions and app tokens.
-
-    Refused while they own repositories, or are the last owner of an organization."""
-    await _refuse_if_owning_repositories(session, user)
+    """Delete a user with their robots, memberships, permissions and app tokens; refused while
+    they are the last owner of an organization. Repositories they own are queued for garbage
+    collection, which removes the account row after them (the name is free at once)."""
     for robot, _ in await robots.list_robots(session, user):
         await robots.delete_robot(session, robot)
     for org, _ in await orgs.orgs_of(session, user.id):
@@ -248,13 +243,20 @@ async def delete_user(session: AsyncSession, user: User) -> None:
     for token in await apptokens.list_app_tokens(session, user):
         await apptokens.revoke_app_token(session, token)
     await session.flush()
+    if await _owns_repositories(session, user):
+        await gc.queue_namespace_deletion(session, user)
+        return
     await accounts.delete_user(session, user)
     await _flush_or_conflict(session, f"user {user.username}")
 
 
 async def delete_org(session: AsyncSession, org: User) -> None:
-    """Delete an organization with its teams and robots; refused while it owns repositories."""
-    await _refuse_if_owning_repositories(session, org)
+    """Delete an organization with its teams and robots; with repositories, queue it for garbage
+    collection (which deletes them, then the organization; the name is free at once)."""
+    if await _owns_repositories(session, org):
+        await orgs.clear_org(session, org)
+        await gc.queue_namespace_deletion(session, org)
+        return
     await orgs.delete_org(session, org)
     await _flush_or_conflict(session, f"organization {org.username}")
 

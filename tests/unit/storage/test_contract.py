@@ -4,10 +4,12 @@ Upload metadata goes through JSON between writers, as it does through the databa
 """
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import random
+import time
 
 import httpx
 import pytest
@@ -271,3 +273,65 @@ async def test_download_url(driver):
         assert r.status_code == 403
     assert "X-Amz-Expires=600" in url
     assert await driver.s3_store(proxy_downloads=True).download_url(digest(data)) is None
+
+
+# --- listing ----------------------------------------------------------------------------------
+
+async def listed(store) -> list:
+    return [blob async for blob in store.list_blobs()]
+
+
+def plant(driver, relative: str, data: bytes) -> None:
+    """Write an object behind the driver's back, at a path relative to the location's root."""
+    if driver.kind == "local":
+        path = driver.store.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    else:
+        driver.server.client.put_object(Bucket=driver.server.bucket, Key=f"{driver.prefix}/{relative}", Body=data)
+
+
+async def test_list_blobs_reports_every_blob_in_digest_order(driver):
+    store = driver.store
+    assert await listed(store) == []
+    if hasattr(store, "list_page_size"):
+        store.list_page_size = 2  # several pages from a handful of blobs
+    started = time.time()
+    blobs = {digest(data): data for data in (b"", b"x", os.urandom(1000), os.urandom(70_000))}
+    for d, data in blobs.items():
+        await store.put(d, data)
+    big = hashlib.sha512(b"sha512 content").hexdigest()
+    blobs[f"sha512:{big}"] = b"sha512 content"
+    await store.put(f"sha512:{big}", b"sha512 content")
+    committed = os.urandom(5000)
+    await upload_blob(store, OTHER, committed)
+    blobs[digest(committed)] = committed
+    # Upload data is not a blob, nor is anything that is not named as the layout names blobs.
+    pending = await append(store, UPLOAD, await store.start_upload(UPLOAD), 0, b"still uploading")
+    hexpart = hashlib.sha256(b"misplaced").hexdigest()
+    plant(driver, f"sha256/00/{hexpart}", b"misplaced")  # wrong <ab> directory
+    plant(driver, f"sha256/{hexpart[:2]}/{hexpart}.tmp", b"temp")
+    plant(driver, "sha256/README", b"not a blob")
+    plant(driver, "md5/ab/abcdef", b"unknown algorithm")
+
+    found = await listed(store)
+    assert [b.digest for b in found] == sorted(blobs)  # sha256 before sha512, each in hex order
+    assert {b.digest: b.size for b in found} == {d: len(data) for d, data in blobs.items()}
+    assert all(started - 5 <= b.modified <= time.time() + 5 for b in found), found
+
+    gone = digest(b"x")
+    await store.delete(gone)
+    assert gone not in {b.digest for b in await listed(store)}
+    await store.cancel_upload(UPLOAD, pending)
+
+
+async def test_list_blobs_is_lazy(driver):
+    """A consumer may stop early; the listing reads pages as it goes."""
+    store = driver.store
+    if hasattr(store, "list_page_size"):
+        store.list_page_size = 1
+    for i in range(3):
+        await store.put(digest(b"%d" % i), b"%d" % i)
+    async with contextlib.aclosing(store.list_blobs()) as blobs:
+        first = await anext(blobs)
+    assert first.digest == min(digest(b"%d" % i) for i in range(3))

@@ -84,3 +84,29 @@ async def test_cancel_and_missing_upload(tmp_path):
     await store.cancel_upload(UPLOAD, meta)
     with pytest.raises(StorageError):
         await store.open_writer(UPLOAD, meta, 0)
+
+
+async def test_list_blobs_follows_no_symlink_out_of_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    store = LocalStorage("default", str(root))
+    kept = b"a real blob"
+    await store.put(digest(kept), kept)
+    # A file and a whole <ab> directory outside the root, linked in under valid blob names.
+    secret = b"not ours"
+    d = digest(secret)
+    (outside / d[7:9]).mkdir(parents=True)
+    (outside / d[7:9] / d[7:]).write_bytes(secret)
+    (root / "sha256" / d[7:9]).mkdir(parents=True, exist_ok=True)
+    os.symlink(outside / d[7:9] / d[7:], root / "sha256" / d[7:9] / d[7:])
+    other = digest(b"also not ours")
+    (outside / other[7:9]).mkdir(exist_ok=True)
+    (outside / other[7:9] / other[7:]).write_bytes(b"also not ours")
+    if not (root / "sha256" / other[7:9]).exists():
+        os.symlink(outside / other[7:9], root / "sha256" / other[7:9])
+    os.symlink(outside, root / "sha512")
+    # A link that stays inside the root is an ordinary entry.
+    alias = digest(b"alias")
+    (root / "sha256" / alias[7:9]).mkdir(exist_ok=True)
+    os.symlink(root / "sha256" / digest(kept)[7:9] / digest(kept)[7:], root / "sha256" / alias[7:9] / alias[7:])
+    found = {b.digest: b.size async for b in store.list_blobs()}
+    assert found == {digest(kept): len(kept), alias: len(kept)}
