@@ -9,10 +9,13 @@ PORT   ?= 8080
 # Debian packages the tests drive as real clients and services
 # (swift-*: OpenStack Swift with its s3api middleware, the S3-compatible server of the storage tests;
 # slapd, ldap-utils: the OpenLDAP server and tools of the LDAP sign-in tests;
-# chromium: the browser Playwright drives in tests/e2e).
+# chromium: the browser Playwright drives in tests/e2e; systemd: systemd-analyze checks generated units).
 TEST_DEBS := podman skopeo docker-registry postgresql redis-server \
 	swift-proxy swift-account swift-container swift-object \
-	slapd ldap-utils chromium
+	slapd ldap-utils chromium systemd
+# Two test processes (CI has two cores; most integration time is spent waiting on servers). A test
+# file runs in one process, so its module fixtures are built once.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: run test install install-test debs unit bench clean
 

@@ -46,6 +46,14 @@ async def test_password_change_needs_fresh_login_only_for_sessions(http, ctx):
     assert r.status_code == 200 and r.json()["email"] == "bob2@example.com"
 
 
+async def test_time_machine_window_is_one_of_the_offered_options(http, ctx):
+    token = await bearer(ctx, "bob", "user:admin")
+    r = await http.put("/api/v1/user/", json={"tag_expiration_s": 0}, headers=token)
+    assert r.status_code == 200 and r.json()["tag_expiration_s"] == 0
+    body = assert_error(await http.put("/api/v1/user/", json={"tag_expiration_s": 12345}, headers=token), 400)
+    assert "tag_expiration_s must be one of" in body["error_message"]
+
+
 async def test_token_scopes_are_enforced(http, ctx):
     read_only = await bearer(ctx, "alice", "user:read")
     assert (await http.get("/api/v1/user/", headers=read_only)).status_code == 200

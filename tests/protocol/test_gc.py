@@ -84,6 +84,18 @@ async def test_expired_history_manifests_and_blobs_are_reclaimed_everywhere(ctx,
     assert (await gc.collect_garbage(ctx)).total() == 0  # nothing left to do
 
 
+async def test_space_comes_back_at_once_after_a_delete(ctx, client, http):
+    """Blobs a manifest took over keep no upload claim: a deleted image's space is reclaimed by the
+    next pass, not an hour later."""
+    await _window(ctx, "alice", 0)
+    h = await client.auth("alice/app")
+    await client.push_image("alice/app", "v1", h, layers=2)
+    assert (await http.delete("/v2/alice/app/manifests/v1", headers=h)).status_code == 202
+    report = await gc.collect_garbage(ctx)
+    assert report.manifests == 1 and report.blobs == 3
+    assert await _count(ctx, Blob) == 0 and await _count(ctx, UploadedBlob) == 0
+
+
 async def test_a_blob_another_repository_uses_is_kept(ctx, client, http):
     await _window(ctx, "alice", 0)
     h = await client.auth("alice/one")

@@ -17,6 +17,7 @@ from quaymaster.api.auth import (
 )
 from quaymaster.api.errors import ApiError, forbidden, not_found, unauthorized
 from quaymaster.api.format import client_ip, quay_time
+from quaymaster.settings.units import parse_duration
 
 router = APIRouter(tags=["user"])
 
@@ -43,6 +44,7 @@ class VerifyPassword(BaseModel):
 class UserUpdate(BaseModel):
     password: str | None = None
     email: str | None = None
+    tag_expiration_s: int | None = Field(default=None, ge=0)  # the time-machine window
 
 
 class NewAppToken(BaseModel):
@@ -91,7 +93,7 @@ async def create_user(request: Request, body: NewUser):
     return await user_view(request, user)
 
 
-@router.put("/user/", summary="Change the signed-in user's password or email")
+@router.put("/user/", summary="Change the signed-in user's password, email or time-machine window")
 async def update_user(request: Request, body: UserUpdate, identity: Identity = Depends(scoped("user:admin"))):
     require_fresh_login(request, identity)
     ctx = ctx_of(request)
@@ -105,6 +107,13 @@ async def update_user(request: Request, body: UserUpdate, identity: Identity = D
             await users.set_email(session, user, body.email)
             ctx.audit.record("user_change_email", account_id=user.id, performer_id=user.id, ip=client_ip(request),
                              metadata={"email": body.email})
+        if body.tag_expiration_s is not None:
+            if not ctx.settings.FEATURE_CHANGE_TAG_EXPIRATION:
+                raise ApiError(400, "changing the time-machine window is disabled (FEATURE_CHANGE_TAG_EXPIRATION)")
+            allowed = [parse_duration(option) for option in ctx.settings.TAG_EXPIRATION_OPTIONS]
+            orgs.set_tag_expiration(user, body.tag_expiration_s, allowed)
+            ctx.audit.record("user_change_tag_expiration", account_id=user.id, performer_id=user.id,
+                             ip=client_ip(request), metadata={"tag_expiration": body.tag_expiration_s})
     return await user_view(request, user)
 
 

@@ -315,6 +315,9 @@ async def store_manifest(session: AsyncSession, repo: RepoRef, parsed: ParsedMan
     await session.flush()
     for blob_id in blob_ids:
         session.add(ManifestBlob(repository_id=repo.id, manifest_id=manifest.id, blob_id=blob_id))
+    if blob_ids:  # the manifest holds them now: their upload claims would only delay reclaiming space
+        await session.execute(delete(UploadedBlob).where(
+            UploadedBlob.repository_id == repo.id, UploadedBlob.blob_id.in_(blob_ids)))
     for child_id in child_ids:
         session.add(ManifestChild(repository_id=repo.id, manifest_id=manifest.id,
                                   child_manifest_id=child_id))
