@@ -131,7 +131,7 @@ async def _serve_from(request: Request, store: BlobStore, digest: str, size: int
     is sent if this location cannot (a redirect to an object store is not checked)."""
     url = await store.download_url(digest) if request.method == "GET" else None
     if url is not None:
-        return RedirectResponse(url, status_code=307, headers=headers)
+        return RedirectResponse(url, status_code=302, headers=headers)  # as Quay answers
     path = store.local_path(digest)
     if path is None:
         return await _stream_from_store(request, store, digest, size, headers)
