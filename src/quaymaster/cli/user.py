@@ -44,6 +44,10 @@ def create(config_dir: Path, username: str, email: str | None, password_stdin: b
         with_database(settings, work)
     except AccountError as err:
         fail(str(err))
-    if superuser:
+    note = ""
+    if superuser and not settings.is_superuser(username):
         add_superuser(config_dir, username)
-    click.echo(f"created user {username}" + (" (superuser; restart the registry to apply)" if superuser else ""))
+        note = " (added to SUPER_USERS; restart a running registry to apply)"
+    elif superuser:
+        note = " (already in SUPER_USERS)"
+    click.echo(f"created user {username}{note}")

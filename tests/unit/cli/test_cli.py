@@ -17,9 +17,19 @@ def test_user_create_then_duplicate_and_bad_input(tmp_path, monkeypatch):
     r = run("user", "create", "quayadmin", "--email", "admin@example.com", "--password-stdin",
             "--superuser", "--config-dir", cfg, input="a-good-password\n")
     assert r.exit_code == 0, r.output
-    assert "created user quayadmin" in r.output
+    assert "created user quayadmin (added to SUPER_USERS" in r.output
+    r = run("user", "create", "second", "--password-stdin", "--superuser", "--config-dir", cfg,
+            input="a-good-password\n")
+    assert r.exit_code == 0 and "added to SUPER_USERS" in r.output
     saved = yaml.safe_load((tmp_path / "data" / "config" / "config.yaml").read_text())
-    assert saved["SUPER_USERS"] == ["quayadmin"]
+    assert saved["SUPER_USERS"] == ["quayadmin", "second"]
+    saved["SUPER_USERS"].append("third")  # named in the file before the account exists
+    (tmp_path / "data" / "config" / "config.yaml").write_text(yaml.safe_dump(saved))
+    r = run("user", "create", "third", "--password-stdin", "--superuser", "--config-dir", cfg,
+            input="a-good-password\n")
+    assert r.exit_code == 0 and "already in SUPER_USERS" in r.output
+    saved = yaml.safe_load((tmp_path / "data" / "config" / "config.yaml").read_text())
+    assert saved["SUPER_USERS"] == ["quayadmin", "second", "third"]
     r = run("user", "create", "quayadmin", "--password-stdin", "--config-dir", cfg, input="another-password\n")
     assert r.exit_code == 1 and "already taken" in r.output
     r = run("user", "create", "Bad Name", "--password-stdin", "--config-dir", cfg, input="a-good-password\n")
