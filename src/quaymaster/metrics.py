@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 GC_RUNS = Counter("quaymaster_gc_runs", "Garbage collection passes run (failed ones included).")
-GC_FAILURES = Counter("quaymaster_gc_failures", "Garbage collection passes that ended in an error.")
+GC_FAILURES = Counter("quaymaster_gc_failures", "Garbage collection passes that ended in an error or left items unfinished.")
 GC_TAGS = Counter("quaymaster_gc_tags_reclaimed", "Tag rows deleted by garbage collection.")
 GC_MANIFESTS = Counter("quaymaster_gc_manifests_reclaimed", "Manifests deleted by garbage collection.")
 GC_BLOBS = Counter("quaymaster_gc_blobs_reclaimed", "Blobs deleted by garbage collection.")
@@ -48,6 +48,8 @@ def record_gc(report: GcReport) -> None:
                            (GC_MULTIPART, report.multipart_aborted)):
         if value > 0:
             counter.inc(value)
+    if report.failed:
+        GC_FAILURES.inc()
 
 
 def collector_registry() -> CollectorRegistry:

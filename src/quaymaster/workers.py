@@ -164,6 +164,8 @@ def describe_report(report: GcReport) -> str:
              f"{report.repositories} repositories", f"{report.namespaces} namespaces"]
     if report.multipart_aborted:
         parts.append(f"{report.multipart_aborted} multipart uploads aborted")
+    if report.failed:
+        parts.append(f"{report.failed} items failed (see the log; retried next pass)")
     return ", ".join(parts)
 
 

@@ -276,3 +276,27 @@ async def test_new_namespaces_get_the_configured_time_machine_window(config):
             assert carol.removed_tag_expiration_s == org.removed_tag_expiration_s == 86400
     finally:
         await context.db.dispose()
+
+
+async def test_one_failing_repository_does_not_stop_the_pass(ctx, client, http, monkeypatch):
+    await _window(ctx, "alice", 0)
+    h1, h2 = await client.auth("alice/bad"), await client.auth("alice/good")
+    await client.push_image("alice/bad", "v1", h1)
+    await client.push_image("alice/good", "v1", h2)
+    for repo, h in (("alice/bad", h1), ("alice/good", h2)):
+        assert (await http.delete(f"/v2/{repo}/manifests/v1", headers=h)).status_code == 202
+    async with ctx.db.read() as session:
+        bad = (await content.get_repository(session, "alice", "bad")).id
+    original = gc.collect_repository
+
+    async def broken(ctx_, repo_id, *args, **kwargs):
+        if repo_id == bad:
+            raise RuntimeError("simulated failure")
+        await original(ctx_, repo_id, *args, **kwargs)
+
+    monkeypatch.setattr(gc, "collect_repository", broken)
+    report = await gc.collect_garbage(ctx)
+    assert report.failed == 1 and report.manifests == 1 and report.blobs == 2
+    monkeypatch.setattr(gc, "collect_repository", original)
+    report = await gc.collect_garbage(ctx)
+    assert report.failed == 0 and report.manifests == 1 and report.blobs == 2

@@ -68,3 +68,5 @@ def gc(config_dir: Path, lock_timeout: float) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         click.echo(f"  {label:<{width}}  {value}")
+    if report.failed:
+        fail(f"{report.failed} item(s) could not be collected; the log above says why")

@@ -14,6 +14,7 @@ Safety against a racing push rests on three rules (see docs/ARCHITECTURE.md):
   push records that digest while it does (the push gets a retryable error instead).
 """
 
+import asyncio
 import logging
 import uuid as uuidlib
 from dataclasses import dataclass, fields
@@ -57,6 +58,7 @@ class GcReport:
     repositories: int = 0
     namespaces: int = 0
     multipart_aborted: int = 0
+    failed: int = 0  # repositories, namespaces or blobs this pass could not finish (logged)
 
     def total(self) -> int:
         return sum(getattr(self, f.name) for f in fields(self))
@@ -76,18 +78,31 @@ async def collect_garbage(ctx, *, full: bool = False) -> GcReport:
     await _purge_deleted_repositories(ctx, report, candidates)
     now = now_ms()
     for repo_id in await _repositories_with_garbage(ctx, now, full=full):
-        await collect_repository(ctx, repo_id, report, candidates, now=now)
+        await _isolated(report, f"repository {repo_id}",
+                        collect_repository(ctx, repo_id, report, candidates, now=now))
     await _purge_expired_claims(ctx, candidates)
     if full:
         candidates |= await _orphan_blobs(ctx)
     for blob_id in sorted(candidates):
-        await _delete_blob(ctx, blob_id, report)
+        await _isolated(report, f"blob {blob_id}", _delete_blob(ctx, blob_id, report))
     await _clean_stale_uploads(ctx, report)
     if full and ctx.settings.FEATURE_ENABLE_STALE_MPU_CLEANUP:
         for store in ctx.storage.stores.values():
             report.multipart_aborted += await store.abort_stale_uploads(24 * 3600)
     await _advance_namespace_deletions(ctx, report)
     return report
+
+
+async def _isolated(report: GcReport, what: str, step) -> None:
+    """Run one item's step; a failure (a storage outage, a row something unexpected still
+    references) is logged and counted, and the pass goes on with the other items."""
+    try:
+        await step
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - one bad item must not stop collection everywhere
+        report.failed += 1
+        log.exception("garbage collection could not finish %s; the next pass tries again", what)
 
 
 # --- tags and manifests, per repository ------------------------------------------------------
@@ -186,7 +201,7 @@ async def _purge_deleted_repositories(ctx, report: GcReport, candidates: set[int
         ids = list((await session.scalars(select(Repository.id).where(
             Repository.state == int(RepositoryState.MARKED_FOR_DELETION)))).all())
     for repo_id in ids:
-        await purge_repository(ctx, repo_id, report, candidates)
+        await _isolated(report, f"deleted repository {repo_id}", purge_repository(ctx, repo_id, report, candidates))
 
 
 async def purge_repository(ctx, repo_id: int, report: GcReport, candidates: set[int]) -> None:
@@ -245,30 +260,35 @@ async def queue_namespace_deletion(session: AsyncSession, namespace: User) -> No
 async def _advance_namespace_deletions(ctx, report: GcReport) -> None:
     if not ctx.settings.FEATURE_NAMESPACE_GARBAGE_COLLECTION:
         return
+    async with ctx.db.read() as session:
+        queued = list((await session.scalars(select(DeletedNamespace))).all())
+    for item in queued:
+        await _isolated(report, f"namespace {item.original_name}", _advance_namespace_deletion(ctx, item, report))
+
+
+async def _advance_namespace_deletion(ctx, item: DeletedNamespace, report: GcReport) -> None:
+    """Delete the account once its repositories are gone; until then keep marking them."""
     from quaymaster.accounts import orgs
     from quaymaster.accounts import service as accounts
     from quaymaster.content.repositories import mark_for_deletion
 
-    async with ctx.db.read() as session:
-        queued = list((await session.scalars(select(DeletedNamespace))).all())
-    for item in queued:
-        async with ctx.db.write() as session:
-            repos = (await session.execute(select(Repository.id, Repository.state).where(
-                Repository.namespace_user_id == item.namespace_id))).all()
-            if repos:  # not yet; a repository created meanwhile goes the same way
-                for repo in repos:
-                    if repo.state != int(RepositoryState.MARKED_FOR_DELETION):
-                        await mark_for_deletion(session, repo.id)
-                continue
-            namespace = await session.get(User, item.namespace_id)
-            await session.execute(delete(DeletedNamespace).where(DeletedNamespace.id == item.id))
-            if namespace is not None:
-                if namespace.organization:
-                    await orgs.delete_org(session, namespace)
-                else:
-                    await accounts.delete_user(session, namespace)
-        report.namespaces += 1
-        log.info("deleted namespace %s", item.original_name)
+    async with ctx.db.write() as session:
+        repos = (await session.execute(select(Repository.id, Repository.state).where(
+            Repository.namespace_user_id == item.namespace_id))).all()
+        if repos:  # not yet; a repository created meanwhile goes the same way
+            for repo in repos:
+                if repo.state != int(RepositoryState.MARKED_FOR_DELETION):
+                    await mark_for_deletion(session, repo.id)
+            return
+        namespace = await session.get(User, item.namespace_id)
+        await session.execute(delete(DeletedNamespace).where(DeletedNamespace.id == item.id))
+        if namespace is not None:
+            if namespace.organization:
+                await orgs.delete_org(session, namespace)
+            else:
+                await accounts.delete_user(session, namespace)
+    report.namespaces += 1
+    log.info("deleted namespace %s", item.original_name)
 
 
 # --- blobs and uploads -----------------------------------------------------------------------
