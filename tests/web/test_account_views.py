@@ -1,6 +1,7 @@
 """Account pages in-process: sign in/up/out, account settings, app tokens, CSRF and who may see what."""
 
 import pytest
+from api.repohelpers import log_entries
 
 from quaymaster.superuser import service as superuser
 from web.conftest import browser_session, csrf_of, page_csrf
@@ -187,3 +188,30 @@ async def test_directory_accounts_have_no_local_password_forms(ctx, http):
                                         "new_password": "brand-new-pw", "confirm_password": "brand-new-pw",
                                         "email": "z@example.com"})
         assert r.status_code == 404, path
+
+
+async def test_time_machine_window(ctx, http, monkeypatch):
+    token = await browser_session(http, "alice")
+    page = await http.get("/user/alice?tab=settings")
+    assert 'id="time-machine"' in page.text and 'name="tag_expiration_s"' in page.text
+    assert "Now: <strong>2 weeks</strong>" in page.text
+    for value in ("12345", "nonsense"):
+        r = await http.post("/user/alice/expiration", data={"tag_expiration_s": value, "_csrf_token": token})
+        assert r.status_code == 400 and "Choose one of the offered windows" in r.text
+    r = await http.post("/user/alice/expiration", data={"tag_expiration_s": "86400"})
+    assert r.status_code == 403  # no CSRF token
+    r = await http.post("/user/alice/expiration", data={"tag_expiration_s": "86400", "_csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"] == "/user/alice?tab=settings#time-machine"
+    page = await http.get("/user/alice?tab=settings")
+    assert "Time machine window set to 1 day" in page.text and "Now: <strong>1 day</strong>" in page.text
+    assert 'value="86400" checked>' in page.text
+    entries = await log_entries(ctx, "user_change_tag_expiration")
+    assert [e.metadata_json for e in entries] == [{"tag_expiration": 86400}]
+    r = await http.post("/user/bob/expiration", data={"tag_expiration_s": "0", "_csrf_token": token})
+    assert r.status_code == 404  # nobody changes another account's window
+
+    monkeypatch.setattr(ctx.settings, "FEATURE_CHANGE_TAG_EXPIRATION", False)
+    page = await http.get("/user/alice?tab=settings")
+    assert "Now: <strong>1 day</strong>" in page.text and 'name="tag_expiration_s"' not in page.text
+    r = await http.post("/user/alice/expiration", data={"tag_expiration_s": "0", "_csrf_token": token})
+    assert r.status_code == 403

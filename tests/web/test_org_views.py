@@ -10,10 +10,12 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from api.repohelpers import push
 
 from quaymaster.accounts import orgs, robots
 from quaymaster.accounts import service as accounts
 from quaymaster.api import auth as api_auth
+from quaymaster.content import quota as quotas
 from quaymaster.content import service as content
 from web.conftest import browser_session, csrf_of
 
@@ -377,3 +379,50 @@ async def test_delete_org_with_an_old_signin_asks_for_the_password(http, alice, 
                                                 "_csrf_token": csrf_of(r.text)})
     assert r.status_code == 303
     assert (await http.get(BASE)).status_code == 404
+
+
+async def _push_as_alice(ctx, path: str) -> None:
+    """An image pushed with a client of its own (the page client keeps its session)."""
+    transport = httpx.ASGITransport(app=ctx.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        await push(client, path, "v1")
+
+
+async def test_settings_show_storage_quota_only_with_the_feature(ctx, http, alice, bob, monkeypatch):
+    await _repo(ctx, "app")
+    await _push_as_alice(ctx, f"{ORG}/app")
+    async with ctx.db.read() as session:
+        usage = await quotas.namespace_usage(session, (await orgs.get_org(session, ORG)).id)
+    assert 0 < usage < 1024
+
+    page = await http.get(f"{BASE}?tab=settings")
+    assert page.status_code == 200 and "Storage quota" not in page.text  # the feature is off
+
+    monkeypatch.setattr(ctx.settings, "FEATURE_QUOTA_MANAGEMENT", True)
+    page = await http.get(f"{BASE}?tab=settings")
+    assert "Storage quota" in page.text
+    assert f"Used: <strong>{usage} bytes</strong>. No storage quota applies." in page.text
+
+    async with ctx.db.write() as session:
+        quota = await quotas.create_quota(session, await orgs.get_org(session, ORG), 10 * 1024 * 1024)
+        await quotas.add_limit(session, quota, quotas.WARNING, 80)
+        await quotas.add_limit(session, quota, quotas.REJECT, 100)
+    page = await http.get(f"{BASE}?tab=settings")
+    assert f"{usage} bytes of 10 MiB (less than 1%)" in page.text and 'data-quota-level="ok"' in page.text
+
+    async with ctx.db.write() as session:
+        await quotas.set_limit_bytes(session, await quotas.get_quota(session, (await orgs.get_org(session, ORG)).id),
+                                     usage * 100 // 90)  # about 90% used: over the Warning limit
+    page = await http.get(f"{BASE}?tab=settings")
+    assert 'data-quota-level="warning"' in page.text and "flash flash-warning" in page.text
+    assert "(90%)" in page.text and "above the warning threshold" in page.text
+
+    async with ctx.db.write() as session:
+        await quotas.set_limit_bytes(session, await quotas.get_quota(session, (await orgs.get_org(session, ORG)).id),
+                                     usage)  # exactly at the Reject limit
+    page = await http.get(f"{BASE}?tab=settings")
+    assert 'data-quota-level="error"' in page.text and "flash flash-error" in page.text and "(100%)" in page.text
+
+    await _add_member(http, alice, "devs", "bob")  # a member without admin rights: no settings tab
+    assert (await bob.get(f"{BASE}?tab=settings")).status_code == 403
+    assert "Storage quota" not in (await bob.get(BASE)).text

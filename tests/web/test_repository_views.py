@@ -9,6 +9,8 @@ from api.repohelpers import make_org, make_repo, push, push_index, repo_id
 from protocol.v2client import V2Client, digest_of
 from sqlalchemy import insert, select
 
+from quaymaster.accounts import service as accounts
+from quaymaster.content import quota as quotas
 from quaymaster.content.models import Manifest, Tag
 from quaymaster.db.base import now_ms
 from quaymaster.oci import mediatypes as mt
@@ -323,3 +325,39 @@ async def test_ten_thousand_tags_page_fast(ctx, http):
     # "seed" sorts first, so the last page of 50 (the 201st) holds t09999 alone
     page = (await http.get("/repository/alice/big/tags-table?sort=name&page=201&limit=50", headers=HX)).text
     assert page.count("data-tag=") == 1 and 'data-tag="t09999"' in page and "Next" not in page
+
+
+async def test_info_tab_shows_storage_quota_to_the_namespace_only(ctx, http, anon, repos, monkeypatch):
+    await browser_session(http, "alice")
+    async with ctx.db.read() as session:
+        alice = await accounts.get_namespace(session, "alice")
+        used = await quotas.repository_usage(session, await repo_id(ctx, "alice/private"))
+        total = await quotas.namespace_usage(session, alice.id)
+    assert 1024 < used < 2048 and total > used  # two 512-byte layers and a config; alice/public too
+    page = await http.get("/repository/alice/private?tab=info")
+    assert page.status_code == 200 and 'id="quota-h"' not in page.text  # the feature is off
+
+    monkeypatch.setattr(ctx.settings, "FEATURE_QUOTA_MANAGEMENT", True)
+    page = await http.get("/repository/alice/private")
+    assert 'id="quota-h"' in page.text and "alice has no\n    storage quota" in page.text
+    assert f"Used by this repository: <strong>{used / 1024:.1f} KiB</strong>" in page.text
+
+    async with ctx.db.write() as session:
+        quota = await quotas.create_quota(session, alice, 4 * total)
+        await quotas.add_limit(session, quota, quotas.WARNING, 20)
+        await quotas.add_limit(session, quota, quotas.REJECT, 90)
+    page = await http.get("/repository/alice/private?tab=info")
+    assert f"Used by this repository: <strong>{used / 1024:.1f} KiB</strong>" in page.text
+    assert f"<strong>{total / 1024:.1f} KiB of " in page.text and "KiB (25%)</strong>" in page.text  # the namespace
+    assert 'data-quota-level="warning"' in page.text and "flash flash-warning" in page.text
+
+    async with ctx.db.write() as session:
+        await quotas.set_limit_bytes(session, await quotas.get_quota(session, alice.id), total)
+    page = await http.get("/repository/alice/private?tab=info")
+    assert 'data-quota-level="error"' in page.text and "(100%)" in page.text and 'role="alert"' in page.text
+
+    # a reader outside the namespace and anonymous visitors see the repository, not the quota
+    assert 'id="quota-h"' not in (await anon.get("/repository/alice/public")).text
+    await browser_session(anon, "bob")
+    page = await anon.get("/repository/alice/public")
+    assert page.status_code == 200 and 'id="quota-h"' not in page.text

@@ -1,15 +1,16 @@
 """Account pages: sign in, create account, sign out, and the user's own settings
-(password, email, app-specific tokens, CLI login help)."""
+(password, email, time-machine window, app-specific tokens, CLI login help)."""
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from quaymaster.accounts import apptokens, credentials
+from quaymaster.accounts import apptokens, credentials, orgs
 from quaymaster.accounts import service as users
 from quaymaster.accounts.models import User
 from quaymaster.accounts.service import AccountError, AuthUnavailable, Identity, LoginThrottled
+from quaymaster.accounts.views_orgs import expiration_choices, duration_text
 from quaymaster.api.auth import start_session
 from quaymaster.api.format import client_ip
 from quaymaster.web.render import (
@@ -161,6 +162,9 @@ async def _settings_page(request: Request, user: User, *, status: int = 200, **e
                 new_token = {"title": row.title, "token": apptokens.full_app_token(ctx.cipher, row)}
     context = {"account": user, "tokens": tokens, "tokens_enabled": tokens_on, "new_token": new_token,
                "local_passwords": local_passwords(ctx.settings),
+               "expiration_text": duration_text(user.removed_tag_expiration_s),
+               "expiration_choices": expiration_choices(request),
+               "can_change_expiration": ctx.settings.FEATURE_CHANGE_TAG_EXPIRATION,
                "cli": cli_commands(ctx, user.username), "errors": {}}
     context.update(extra)
     return await render(request, "accounts/settings.html", context, status=status)
@@ -243,6 +247,30 @@ async def change_email(request: Request) -> Response:
     return RedirectResponse(f"/user/{user.username}?tab=settings", status_code=303)
 
 
+async def change_expiration(request: Request) -> Response:
+    """The user's own time-machine window, one of TAG_EXPIRATION_OPTIONS (as PUT /api/v1/user/)."""
+    _, user = await _me(request, request.path_params["name"])
+    form = await check_csrf(request)
+    ctx = ctx_of(request)
+    if not ctx.settings.FEATURE_CHANGE_TAG_EXPIRATION:
+        raise HTTPException(403, "The administrator does not allow changing the time machine window.")
+    try:
+        seconds = int(_field(form, "tag_expiration_s", 20).strip())
+    except ValueError:
+        seconds = -1
+    allowed = [s for s, _ in expiration_choices(request)]
+    if seconds not in allowed:
+        return await _settings_page(request, user, status=400,
+                                    errors={"tag_expiration_s": "Choose one of the offered windows."})
+    async with ctx.db.write() as session:
+        row = await session.get(User, user.id)
+        orgs.set_tag_expiration(row, seconds, allowed)
+    ctx.audit.record("user_change_tag_expiration", account_id=user.id, performer_id=user.id, ip=client_ip(request),
+                     metadata={"tag_expiration": seconds})
+    flash(request, f"Time machine window set to {duration_text(seconds)}.", "success")
+    return RedirectResponse(f"/user/{user.username}?tab=settings#time-machine", status_code=303)
+
+
 def _require_tokens(request: Request) -> None:
     if not ctx_of(request).settings.FEATURE_APP_SPECIFIC_TOKENS:
         raise HTTPException(404)
@@ -291,6 +319,7 @@ routes = [
     Route("/user/{name}", user_page),
     Route("/user/{name}/password", change_password, methods=["POST"]),
     Route("/user/{name}/email", change_email, methods=["POST"]),
+    Route("/user/{name}/expiration", change_expiration, methods=["POST"]),
     Route("/user/{name}/apptoken", create_token, methods=["POST"]),
     Route("/user/{name}/apptoken/{token_uuid}/revoke", revoke_token, methods=["POST"]),
 ]

@@ -32,7 +32,7 @@ from quaymaster.api.auth import require_fresh_login, start_session
 from quaymaster.api.errors import ApiError
 from quaymaster.auditlog import service as auditlog
 from quaymaster.content import api_permissions, repositories
-from quaymaster.content.views import usage_chart
+from quaymaster.content.views import quota_summary, usage_chart
 from quaymaster.db.base import utcnow
 from quaymaster.settings.units import parse_duration
 from quaymaster.web.paging import read_cursor, write_cursor
@@ -289,7 +289,7 @@ async def _prototypes_context(request: Request, access: OrgAccess) -> dict:
             "repo_roles": REPO_ROLES}
 
 
-def _expiration_choices(request: Request) -> list[tuple[int, str]]:
+def expiration_choices(request: Request) -> list[tuple[int, str]]:
     seconds = sorted({parse_duration(o) for o in ctx_of(request).settings.TAG_EXPIRATION_OPTIONS})
     return [(s, duration_text(s)) for s in seconds]
 
@@ -319,7 +319,10 @@ async def org_page(request: Request, *, tab: str | None = None, status: int = 20
     elif tab == "logs":
         context.update(await usage_logs_context(request, f"{_org_base(org)}?tab=logs", account_id=org.id))
     elif tab == "settings":
-        context.update({"expiration_choices": _expiration_choices(request),
+        ctx = ctx_of(request)
+        async with ctx.db.read() as session:
+            context["quota"] = await quota_summary(session, ctx.settings, org.id)
+        context.update({"expiration_choices": expiration_choices(request),
                         "can_change_expiration": ctx_of(request).settings.FEATURE_CHANGE_TAG_EXPIRATION,
                         "expiration_text": duration_text(org.removed_tag_expiration_s),
                         "needs_password": not is_fresh(request, access.identity)})
@@ -748,7 +751,7 @@ async def change_expiration(request: Request) -> Response:
         seconds = int(_field(form, "tag_expiration_s", 20))
     except ValueError:
         seconds = -1
-    allowed = [s for s, _ in _expiration_choices(request)]
+    allowed = [s for s, _ in expiration_choices(request)]
     if seconds not in allowed:
         return await _fail(request, "settings", errors={"tag_expiration_s": "Choose one of the offered windows."})
     await api_orgs.update_org(request, access.org.username, api_orgs.OrgUpdate(tag_expiration_s=seconds),

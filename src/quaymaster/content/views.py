@@ -21,9 +21,12 @@ from quaymaster.api.access import namespace_for_create, repo_access
 from quaymaster.api.errors import ApiError
 from quaymaster.auditlog import service as auditlog
 from quaymaster.content import imageconfig, labels, repositories, tags
+from quaymaster.content import quota as quotas
 from quaymaster.content import service as content
 from quaymaster.content.api_permissions import _grantee as permission_grantee
 from quaymaster.content.api_permissions import _team as permission_team
+from quaymaster.content.api_quota import _readable as quota_readable
+from quaymaster.content.api_quota import human_bytes
 from quaymaster.content.api_support import audit
 from quaymaster.content.errors import ContentError
 from quaymaster.content.models import RepositoryState
@@ -201,6 +204,59 @@ async def create_repository(request: Request) -> Response:
     return RedirectResponse(_base(repo), status_code=303)
 
 
+# --- storage quota (shared with the organization page) -------------------------------------------
+
+def _size_text(size: int) -> str:
+    """Binary units as the quota API shows them, without a needless ".0": "10 MiB", "1.2 MiB"."""
+    text = human_bytes(size).replace(".0 ", " ")
+    return {"1 Byte": "1 byte"}.get(text, text.replace(" Byte", " bytes"))
+
+
+def _percent_text(percent: float) -> str:
+    if 0 < percent < 1:
+        return "less than 1%"
+    return f"{percent:.0f}%"
+
+
+async def quota_summary(session, settings, namespace_id: int, repository_id: int | None = None) -> dict | None:
+    """Usage of a namespace (or one of its repositories) against the namespace's quota, for display;
+    None while FEATURE_QUOTA_MANAGEMENT is off. `level` is "error" at or over the Reject limit,
+    "warning" above a Warning limit, else "ok" (exact integer arithmetic, as the push checks)."""
+    report = await quotas.view_report(session, settings, namespace_id, repository_id)
+    if report is None:
+        return None
+    usage, configured = report["quota_bytes"], report["configured_quota"]
+    summary = {"usage_bytes": usage, "usage": _size_text(usage), "limit_bytes": configured, "limit": None,
+               "percent": None, "level": "ok", "system_default": False}
+    if configured:
+        limits = await quotas.thresholds(session, namespace_id, settings.DEFAULT_SYSTEM_REJECT_QUOTA_BYTES)
+        summary.update(limit=_size_text(configured), percent=_percent_text(report["percent_consumed"] or 0),
+                       system_default=limits.system_default)
+        if limits.reject_percent is not None and usage * 100 >= configured * limits.reject_percent:
+            summary["level"] = "error"
+        elif any(limits.over(usage, p) for p in limits.warning_percents):
+            summary["level"] = "warning"
+    return summary
+
+
+async def repository_quota(request: Request, identity: Identity, repo: RepoRef) -> dict | None:
+    """The repository's usage for the information tab: only for those who may read the namespace's
+    quota through the API (organization members, the user itself, superusers)."""
+    ctx = ctx_of(request)
+    if not ctx.settings.FEATURE_QUOTA_MANAGEMENT or identity.anonymous:
+        return None
+    try:
+        await quota_readable(request, identity, repo.namespace)
+    except ApiError:
+        return None
+    async with ctx.db.read() as session:
+        summary = await quota_summary(session, ctx.settings, repo.namespace_id)  # the level is the namespace's
+        if summary is not None:
+            repo_usage = await quotas.repository_usage(session, repo.id)
+            summary.update(repository_usage_bytes=repo_usage, repository_usage=_size_text(repo_usage))
+        return summary
+
+
 # --- one repository ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -320,7 +376,9 @@ async def repository_page(request: Request, *, status: int = 200, extra: dict | 
         "pull_tag": latest[0].name if latest else "latest", "has_tags": bool(latest),
         "host": ctx.settings.SERVER_HOSTNAME, "window_s": owner.removed_tag_expiration_s,
     }
-    if tab == "tags":
+    if tab == "info":
+        context["quota"] = await repository_quota(request, identity, repo)
+    elif tab == "tags":
         context.update(await _tags_context(request, repo))
     elif tab == "history":
         context.update(await _history_context(request, repo, owner.removed_tag_expiration_s))
