@@ -13,7 +13,6 @@ process run it anyway), and one process keeps their memory and connections off t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -35,6 +34,7 @@ from quaymaster.cli.common import (
     settings_or_exit,
     with_database,
 )
+from quaymaster.cli.servers import QuietServer, stop_on_signals
 from quaymaster.settings import Settings, load_settings
 from quaymaster.settings.tls import install_ca_bundle
 
@@ -96,11 +96,6 @@ class HttpsRedirect:
         await self.app(scope, receive, send)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):
-        # Two servers share one process: _serve installs one handler that stops both.
-        yield
 
 
 def tls_files(config_dir: Path, settings: Settings) -> tuple[Path, Path] | None:
@@ -140,20 +135,13 @@ async def _serve(plan: ServePlan, sockets: list[socket.socket]) -> None:
     common = {"lifespan": "off", "http": "httptools", "access_log": plan.access_log, "log_level": plan.log_level,
               "timeout_keep_alive": 75, "server_header": False}
     if plan.certfile:
-        servers = [_Server(uvicorn.Config(HttpsRedirect(app, plan.https_base or ""), **common)),
-                   _Server(uvicorn.Config(app, ssl_certfile=plan.certfile, ssl_keyfile=plan.keyfile, **common))]
+        servers = [QuietServer(uvicorn.Config(HttpsRedirect(app, plan.https_base or ""), **common)),
+                   QuietServer(uvicorn.Config(app, ssl_certfile=plan.certfile, ssl_keyfile=plan.keyfile, **common))]
     else:
-        servers = [_Server(uvicorn.Config(app, **common))]
+        servers = [QuietServer(uvicorn.Config(app, **common))]
     _quiet_tls_probes()  # after uvicorn.Config, which (re)configures its loggers
 
-    def stop(sig: int, _frame) -> None:
-        for server in servers:
-            if server.should_exit and sig == signal.SIGINT:
-                server.force_exit = True
-            server.should_exit = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    stop_on_signals(servers)
     async with app.router.lifespan_context(app):
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets)))
 

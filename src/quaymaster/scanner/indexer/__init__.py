@@ -1,0 +1,1 @@
+"""Turning a manifest's layers into an index report: fetch, read, detect, coalesce."""

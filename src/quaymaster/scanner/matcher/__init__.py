@@ -1,0 +1,1 @@
+"""Matching index reports against stored vulnerabilities, and building vulnerability reports."""

@@ -1,0 +1,1 @@
+"""Notifications: diff update operations, find affected manifests, deliver a signed webhook."""
