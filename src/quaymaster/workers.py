@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NAMES = ("gc", "replication")
+NAMES = ("gc", "replication", "repomirror")
 GC_LOCK = "gc"
 GC_LOCK_TTL_S = 3600.0  # a process that dies holding it delays the others by at most this long
 FULL_GC_INTERVAL_S = 3600.0
@@ -214,6 +214,8 @@ def disabled_reason(settings: Settings, name: str) -> str | None:
         if not settings.DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS:
             return "DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS is empty"
         return None
+    if name == "repomirror":
+        return None if settings.FEATURE_REPO_MIRROR else "FEATURE_REPO_MIRROR is off"
     raise ValueError(f"unknown worker {name!r} (known: {', '.join(NAMES)})")
 
 
@@ -245,6 +247,10 @@ def build_worker(ctx: AppContext, name: str) -> Worker:
 
         return Worker("replication", run_replication, REPLICATION_INTERVAL_S, REPLICATION_LOCK,
                       REPLICATION_LOCK_TTL_S, wake_channel="manifests")
+    if name == "repomirror":
+        from quaymaster.mirroring.worker import build as build_repomirror
+
+        return build_repomirror(ctx)  # syncs due mirrors every REPO_MIRROR_INTERVAL
     raise ValueError(f"unknown worker {name!r} (known: {', '.join(NAMES)})")
 
 

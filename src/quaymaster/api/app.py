@@ -21,6 +21,7 @@ def create_api(settings: Settings) -> FastAPI:
     from quaymaster.auditlog import api as auditlog_api
     from quaymaster.content import api as content_api
     from quaymaster.content import api_quota, api_search
+    from quaymaster.mirroring import api as mirroring_api
     from quaymaster.superuser import api as superuser_api
 
     api = FastAPI(title="Quaymaster API", version="v1", openapi_url="/discovery", docs_url=None, redoc_url=None,
@@ -30,5 +31,6 @@ def create_api(settings: Settings) -> FastAPI:
                    api_search.router, auditlog_api.router, superuser_api.router):
         api.include_router(router)
     api.include_router(api_quota.router)
+    api.include_router(mirroring_api.router)
     api.add_middleware(SessionMiddleware, **session_middleware_options(settings))
     return api

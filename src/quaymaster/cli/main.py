@@ -9,6 +9,7 @@ from quaymaster.cli.gc import gc
 from quaymaster.cli.generate import generate
 from quaymaster.cli.migrate import migrate
 from quaymaster.cli.registry import registry
+from quaymaster.cli.repomirror import repomirror
 from quaymaster.cli.scanner import scanner
 from quaymaster.cli.user import user
 from quaymaster.cli.worker import worker
@@ -28,4 +29,5 @@ main.add_command(generate)
 main.add_command(worker)
 main.add_command(gc)
 main.add_command(fsck)
+main.add_command(repomirror)
 main.add_command(scanner)

@@ -23,6 +23,14 @@ async def _once(settings: Settings, name: str) -> None:
     async with worker_context(settings) as ctx:
         if name == "gc":
             click.echo(describe_report(await gc_pass(ctx, full=True)))
+        elif name == "repomirror":
+            from quaymaster.mirroring.worker import mirror_pass
+
+            results = await mirror_pass(ctx)
+            for result in results:
+                click.echo(result.line())
+            if not results:
+                click.echo("repomirror: no repository is due for mirroring")
         else:
             click.echo(f"replication: {await replication_pass(ctx)} copies made")
 

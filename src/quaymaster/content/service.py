@@ -87,10 +87,11 @@ async def create_repository(session: AsyncSession, namespace: User, name: str,
     return RepoRef(repo.id, namespace.username, name, namespace.id, visibility, repo.state)
 
 
-def check_writable(repo: RepoRef) -> None:
+def check_writable(repo: RepoRef, *, mirror_robot: bool = False) -> None:
+    """`mirror_robot`: the caller is the repository's mirror robot (mirroring.service decides)."""
     if repo.state == RepositoryState.READ_ONLY:
         raise ContentError("DENIED", "repository is read-only")
-    if repo.state == RepositoryState.MIRROR:
+    if repo.state == RepositoryState.MIRROR and not mirror_robot:
         raise ContentError("DENIED", "repository is a mirror; only the mirror robot may write")
 
 

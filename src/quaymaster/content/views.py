@@ -357,6 +357,8 @@ async def _settings_context(request: Request, repo: RepoRef, owner) -> dict:
 async def repository_page(request: Request, *, status: int = 200, extra: dict | None = None) -> Response:
     identity, repo, role = await _repo(request, "read")
     tab = request.query_params.get("tab", "info")
+    if tab == "mirroring":  # a page of the mirroring domain (mirroring/views.py)
+        return RedirectResponse(f"{_base(repo)}/mirroring", status_code=303)
     if tab not in dict(TABS):
         tab = "info"
     can_admin = role == "admin"
@@ -371,7 +373,8 @@ async def repository_page(request: Request, *, status: int = 200, extra: dict | 
     state = RepositoryState(row.state).name
     context = {
         "repo": repo, "row": row, "owner": owner, "role": role, "tab": tab, "base": _base(repo),
-        "tabs": [(k, v) for k, v in TABS if k not in ADMIN_TABS or can_admin], "state": state,
+        "tabs": [(k, v) for k, v in TABS if k not in ADMIN_TABS or can_admin]
+        + ([("mirroring", "Mirroring")] if can_admin and ctx.settings.FEATURE_REPO_MIRROR else []), "state": state,
         "can_write": _rank(role) >= _rank("write") and state == "NORMAL", "can_admin": can_admin,
         "pull_tag": latest[0].name if latest else "latest", "has_tags": bool(latest),
         "host": ctx.settings.SERVER_HOSTNAME, "window_s": owner.removed_tag_expiration_s,

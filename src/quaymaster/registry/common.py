@@ -9,8 +9,10 @@ from starlette.responses import Response
 
 from quaymaster.accounts.permissions import PUSH
 from quaymaster.content import service as content
+from quaymaster.content.models import RepositoryState
 from quaymaster.content.service import ContentError, RepoRef
 from quaymaster.context import AppContext
+from quaymaster.mirroring import service as mirroring
 from quaymaster.oci.errors import OCIError
 from quaymaster.oci.reference import split_repository
 from quaymaster.registry.auth import Caller, bearer, scope_for, unauthorized
@@ -62,7 +64,11 @@ async def require(request: Request, action: str) -> tuple[AppContext, Caller, Re
         raise RegistryError("NAME_UNKNOWN", f"repository {name} is not known to the registry",
                             {"name": name})
     if action == PUSH:
-        content.check_writable(repo)
+        mirror_robot = False
+        if repo.state == RepositoryState.MIRROR and caller.user_id is not None:
+            async with ctx.db.read() as session:
+                mirror_robot = await mirroring.is_mirror_robot(session, repo.id, caller.user_id)
+        content.check_writable(repo, mirror_robot=mirror_robot)
     return ctx, caller, repo
 
 

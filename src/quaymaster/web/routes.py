@@ -34,6 +34,7 @@ VIEW_MODULES = (
     "quaymaster.content.views",
     "quaymaster.accounts.views_orgs",
     "quaymaster.superuser.views",
+    "quaymaster.mirroring.views",
 )
 
 ERROR_TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",

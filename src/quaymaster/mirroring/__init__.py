@@ -1,0 +1,1 @@
+"""Repository mirroring: pull mirrors that copy matching tags from another registry with skopeo."""
