@@ -26,6 +26,7 @@ from quaymaster.db.engine import Database
 from quaymaster.events import build_events
 from quaymaster.metrics import metrics_endpoint
 from quaymaster.registry.routes import routes as registry_routes
+from quaymaster.secscan.api import routes as secscan_routes
 from quaymaster.settings import Settings
 from quaymaster.settings.model import RedisConfig
 from quaymaster.storage import build_storage
@@ -228,6 +229,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True, run_workers: 
         Route("/health/instance", health),
         Route("/health/endtoend", health),
         Route("/metrics", metrics_endpoint),
+        *secscan_routes,  # POST /secscan/notification, the scanner's webhook
         Mount("", app=web),  # the UI last: its pages live at Quay's root URLs
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(_ReadyGate)])

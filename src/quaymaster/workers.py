@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NAMES = ("gc", "replication", "repomirror")
+NAMES = ("gc", "replication", "securityworker", "repomirror")
 GC_LOCK = "gc"
 GC_LOCK_TTL_S = 3600.0  # a process that dies holding it delays the others by at most this long
 FULL_GC_INTERVAL_S = 3600.0
@@ -214,6 +214,12 @@ def disabled_reason(settings: Settings, name: str) -> str | None:
         if not settings.DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS:
             return "DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS is empty"
         return None
+    if name == "securityworker":
+        if not settings.FEATURE_SECURITY_SCANNER:
+            return "FEATURE_SECURITY_SCANNER is off"
+        if not settings.SECURITY_SCANNER_V4_ENDPOINT:
+            return "SECURITY_SCANNER_V4_ENDPOINT is not set"
+        return None if settings.SECURITY_SCANNER_V4_INDEXING else "SECURITY_SCANNER_V4_INDEXING is off"
     if name == "repomirror":
         return None if settings.FEATURE_REPO_MIRROR else "FEATURE_REPO_MIRROR is off"
     raise ValueError(f"unknown worker {name!r} (known: {', '.join(NAMES)})")
@@ -247,6 +253,10 @@ def build_worker(ctx: AppContext, name: str) -> Worker:
 
         return Worker("replication", run_replication, REPLICATION_INTERVAL_S, REPLICATION_LOCK,
                       REPLICATION_LOCK_TTL_S, wake_channel="manifests")
+    if name == "securityworker":
+        from quaymaster.secscan.worker import build as build_securityworker
+
+        return build_securityworker(ctx)  # indexes new pushes: woken on "manifests"
     if name == "repomirror":
         from quaymaster.mirroring.worker import build as build_repomirror
 

@@ -99,11 +99,12 @@ class InstanceKeys:
             except Exception:  # keep refreshing; a transient DB error must not kill the loop
                 log.exception("could not refresh the instance service key")
 
-    def issue(self, subject: str, access: list[dict], context: dict | None = None) -> str:
+    def issue(self, subject: str, access: list[dict], context: dict | None = None,
+              lifetime_s: int = TOKEN_LIFETIME_S) -> str:
         now = int(time.time())
         claims = {
             "iss": self.service, "aud": self.audience, "sub": subject,
-            "iat": now, "nbf": now, "exp": now + TOKEN_LIFETIME_S,
+            "iat": now, "nbf": now, "exp": now + lifetime_s,
             "access": access, "context": context or {},
         }
         return jwt.encode(claims, self._private, algorithm="RS256", headers={"kid": self.kid})

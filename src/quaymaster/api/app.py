@@ -22,6 +22,7 @@ def create_api(settings: Settings) -> FastAPI:
     from quaymaster.content import api as content_api
     from quaymaster.content import api_quota, api_search
     from quaymaster.mirroring import api as mirroring_api
+    from quaymaster.secscan import api as secscan_api
     from quaymaster.superuser import api as superuser_api
 
     api = FastAPI(title="Quaymaster API", version="v1", openapi_url="/discovery", docs_url=None, redoc_url=None,
@@ -32,5 +33,6 @@ def create_api(settings: Settings) -> FastAPI:
         api.include_router(router)
     api.include_router(api_quota.router)
     api.include_router(mirroring_api.router)
+    api.include_router(secscan_api.router)
     api.add_middleware(SessionMiddleware, **session_middleware_options(settings))
     return api

@@ -23,6 +23,17 @@ async def _once(settings: Settings, name: str) -> None:
     async with worker_context(settings) as ctx:
         if name == "gc":
             click.echo(describe_report(await gc_pass(ctx, full=True)))
+        elif name == "securityworker":
+            from quaymaster.secscan.worker import run_once_cli
+            from quaymaster.workers import disabled_reason
+
+            if reason := disabled_reason(settings, name):
+                click.echo(f"securityworker: {reason}; nothing to do")
+                return
+            report = await run_once_cli(ctx)
+            click.echo(f"securityworker: {report.describe()}")
+            if report.skipped:
+                raise SystemExit(1)
         elif name == "repomirror":
             from quaymaster.mirroring.worker import mirror_pass
 
@@ -62,7 +73,8 @@ def worker(name: str, config_dir: Path, metrics_port: int | None, metrics_host: 
     """Run background worker NAME until stopped (SIGTERM or Ctrl-C).
 
     gc collects garbage every GARBAGE_COLLECTION_FREQUENCY seconds; replication copies blobs to
-    DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS. A worker its settings turn off stays idle."""
+    DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS; securityworker sends new manifests to the Clair v4
+    scanner at SECURITY_SCANNER_V4_ENDPOINT. A worker its settings turn off stays idle."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit(config_dir)
     if once:

@@ -41,6 +41,7 @@ from quaymaster.content.models import (
     UploadedBlob,
 )
 from quaymaster.db.base import now_ms, utcnow
+from quaymaster.secscan import service as secscan
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ async def _delete_manifests(session: AsyncSession, ids: list[int], candidates: s
         await session.execute(delete(Label).where(Label.id.in_(label_ids)))
     await session.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id.in_(ids)))
     await session.execute(delete(ManifestChild).where(ManifestChild.manifest_id.in_(ids)))
+    await secscan.forget_manifests(session, ids)  # status rows go; the scanner is told later
     await session.execute(delete(Manifest).where(Manifest.id.in_(ids)))
 
 

@@ -312,8 +312,12 @@ async def _tags_context(request: Request, repo: RepoRef) -> dict:
     async with ctx_of(request).db.read() as session:
         rows = await tags.history(session, repo.id, window_s=0, active_only=True, name_contains=text or None,
                                   offset=(page - 1) * limit, limit=limit + 1, order=sort)
+    from quaymaster.secscan.views import tags_column
+
+    security = await tags_column(ctx_of(request), repo.id, [row.manifest_digest for row in rows[:limit]])
     return {"tag_rows": rows[:limit], "has_more": len(rows) > limit, "page": page, "sort": sort, "limit": limit,
-            "filter": text, "sorts": TAG_SORTS, "limits": TAGS_PER_PAGE_CHOICES, "now_ms": now_ms()}
+            "filter": text, "sorts": TAG_SORTS, "limits": TAGS_PER_PAGE_CHOICES, "now_ms": now_ms(),
+            "security": security}
 
 
 async def _history_context(request: Request, repo: RepoRef, window_s: int) -> dict:
@@ -664,6 +668,7 @@ async def manifest_page(request: Request) -> Response:
         "can_write": _rank(role) >= _rank("write") and row.state == RepositoryState.NORMAL,
         "subject": parsed.subject.digest if parsed is not None and parsed.subject else None,
         "raw": manifest.manifest_bytes.decode("utf-8", "replace"),
+        "security_scan": bool(ctx.settings.FEATURE_SECURITY_SCANNER and ctx.settings.SECURITY_SCANNER_V4_ENDPOINT),
     })
 
 

@@ -141,6 +141,12 @@ class Settings(BaseModel):
     SECURITY_SCANNER_V4_ENDPOINT: str | None = None
     SECURITY_SCANNER_V4_PSK: str | None = None
     SECURITY_SCANNER_INDEXING_INTERVAL: int = Field(default=30, ge=1)
+    SECURITY_SCANNER_V4_INDEX_MAX_LAYER_SIZE: str | int | None = None  # e.g. 8G; None = no limit
+    SECURITY_SCANNER_V4_REINDEX_THRESHOLD: int = Field(default=86400, ge=0)  # seconds
+    SECURITY_SCANNER_V4_MANIFEST_CLEANUP: bool = True
+    SECURITY_SCANNER_MAX_SCAN_RETRIES: int = Field(default=5, ge=1)
+    SECURITY_SCANNER_V4_BATCH_SIZE: int = Field(default=10, ge=1)  # manifests per indexing pass
+    SECURITY_SCANNER_V4_INDEXING: bool = True  # off: the API and pages still read the scanner
     FEATURE_REPO_MIRROR: bool = False
     REPO_MIRROR_TLS_VERIFY: bool = True
     REPO_MIRROR_INTERVAL: int = Field(default=30, ge=1)
@@ -177,10 +183,11 @@ class Settings(BaseModel):
             raise ValueError(f"unsupported database {scheme!r}; use sqlite:/// or postgresql://")
         return v
 
-    @field_validator("MAXIMUM_LAYER_SIZE", "MAXIMUM_MANIFEST_SIZE")
+    @field_validator("MAXIMUM_LAYER_SIZE", "MAXIMUM_MANIFEST_SIZE", "SECURITY_SCANNER_V4_INDEX_MAX_LAYER_SIZE")
     @classmethod
-    def _size(cls, v: str | int) -> str | int:
-        parse_size(v)
+    def _size(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_size(v)
         return v
 
     @field_validator("DEFAULT_TAG_EXPIRATION")
@@ -223,6 +230,11 @@ class Settings(BaseModel):
     @property
     def max_layer_bytes(self) -> int:
         return parse_size(self.MAXIMUM_LAYER_SIZE)
+
+    @property
+    def scanner_max_layer_bytes(self) -> int | None:
+        value = self.SECURITY_SCANNER_V4_INDEX_MAX_LAYER_SIZE
+        return None if value in (None, "", 0) else parse_size(value)
 
     @property
     def max_manifest_bytes(self) -> int:

@@ -35,6 +35,7 @@ VIEW_MODULES = (
     "quaymaster.accounts.views_orgs",
     "quaymaster.superuser.views",
     "quaymaster.mirroring.views",
+    "quaymaster.secscan.views",
 )
 
 ERROR_TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",

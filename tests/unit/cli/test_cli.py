@@ -55,7 +55,7 @@ def test_migrate_reports_the_revision(tmp_path):
     run("user", "create", "x1", "--password-stdin", "--config-dir", cfg, input="")  # creates config only
     r = run("migrate", "--config-dir", cfg)
     assert r.exit_code == 0, r.output
-    assert "database at revision 0006 (head 0006)" in r.output  # bump with each new migration
+    assert "database at revision 0007 (head 0007)" in r.output  # bump with each new migration
 
 
 def test_migrate_without_config_says_how_to_start(tmp_path):
