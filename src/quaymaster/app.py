@@ -170,8 +170,22 @@ async def _check(probe: Awaitable[bool]) -> bool:
         return False
 
 
+async def _scanner_ok(settings: Settings) -> bool:
+    from quaymaster.secscan import service as secscan
+
+    await secscan.shared_client(settings).index_state(timeout=HEALTH_TIMEOUT)
+    return True
+
+
+# Reported by both, but only end-to-end health fails on them: a node whose scanner is down still
+# serves pulls and pushes, and a load balancer must not take it out for that.
+END_TO_END_ONLY = {"security_scanner"}
+
+
 async def health(request: Request) -> JSONResponse:
     """Quay's health format: each dependency true/false, 503 unless all are up."""
+    from quaymaster.secscan import service as secscan
+
     app = request.app
     settings: Settings = app.state.settings
     ctx: AppContext | None = getattr(app.state, "ctx", None)
@@ -179,9 +193,13 @@ async def health(request: Request) -> JSONResponse:
     for name, config in (("redis", settings.BUILDLOGS_REDIS), ("user_events_redis", settings.USER_EVENTS_REDIS)):
         if config is not None and (name == "redis" or config != settings.BUILDLOGS_REDIS):
             probes[name] = _redis_ok(app, config)
+    if secscan.enabled(settings):
+        probes["security_scanner"] = _scanner_ok(settings)
     results = await asyncio.gather(*(_check(p) for p in probes.values()))
     services = dict(zip(probes, results))
-    status = 200 if all(results) else 503
+    counted = services if request.url.path.endswith("/endtoend") else {
+        name: ok for name, ok in services.items() if name not in END_TO_END_ONLY}
+    status = 200 if all(counted.values()) else 503
     return JSONResponse({"data": {"services": services}, "status_code": status}, status_code=status)
 
 

@@ -184,6 +184,11 @@ async def gc_pass(ctx: AppContext, *, full: bool = False) -> GcReport:
         raise
     metrics.GC_RUNS.inc()
     metrics.record_gc(report)
+    try:
+        if removed := await ctx.keys.delete_expired():
+            log.info("gc: removed %d expired instance key(s)", removed)
+    except Exception:  # noqa: BLE001 - housekeeping; the collection itself succeeded
+        log.warning("gc: could not remove expired instance keys", exc_info=True)
     return report
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,13 @@ import pytest
 import yaml
 from support.proc import run
 from support.scannerimages import DATA, debian_layer, python_layer
-from support.servers import _stop_process, free_port, quaymaster_binary, quaymaster_server, wait_for_http
+from support.servers import (
+    _stop_process,
+    free_port,
+    quaymaster_binary,
+    quaymaster_server,
+    wait_for_http,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,12 +72,11 @@ def scanner_token() -> str:
     return jwt.encode({"iss": "quay", "exp": int(time.time()) + 300}, base64.b64decode(PSK), algorithm="HS256")
 
 
-@pytest.fixture
-def scanner(tmp_path: Path):
-    """`quaymaster scanner` on loopback with the test feeds loaded; yields its URL."""
-    port = free_port()
-    data = tmp_path / "scanner"
-    data.mkdir()
+@contextmanager
+def running_scanner(data: Path, port: int | None = None):
+    """`quaymaster scanner` on loopback with the test feeds loaded; yields its URL and log path."""
+    port = port or free_port()
+    data.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{data / 'scanner.db'}"
     config = {
         "http_listen_addr": f"127.0.0.1:{port}",
@@ -87,12 +93,7 @@ def scanner(tmp_path: Path):
     path = data / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     binary = quaymaster_binary()
-    try:
-        run([binary, "scanner", "update", "--config", str(path)], cwd=data, timeout=120)
-    except Exception as exc:
-        if "No such command 'scanner'" in str(exc):
-            pytest.fail("`quaymaster scanner` is not available in this build")
-        raise
+    run([binary, "scanner", "update", "--config", str(path)], cwd=data, timeout=120)
     log_path = data / "scanner.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen([binary, "scanner", "--config", str(path)], cwd=data, stdout=log,
@@ -103,6 +104,12 @@ def scanner(tmp_path: Path):
         yield url, log_path
     finally:
         _stop_process(process)
+
+
+@pytest.fixture
+def scanner(tmp_path: Path):
+    with running_scanner(tmp_path / "scanner") as started:
+        yield started
 
 
 def test_push_index_and_read_the_vulnerabilities(tmp_path: Path, scanner, skopeo) -> None:
@@ -181,3 +188,41 @@ def test_push_index_and_read_the_vulnerabilities(tmp_path: Path, scanner, skopeo
         assert "securityworker: indexed " + digest2 in log
         # The first image keeps its status: same scanner state, so it is not sent again.
         assert "securityworker: indexed " + digest not in log
+
+
+def test_registry_started_before_its_scanner_becomes_healthy_and_scans(tmp_path: Path, skopeo) -> None:
+    """The seed guide's crash loop, done right: the registry comes up while the scanner is still
+    down, says so on /health/endtoend (but stays in service on /health/instance), and once the
+    scanner appears turns healthy and scans what was pushed meanwhile, without a restart."""
+    port = free_port()
+    scanner_url = f"http://127.0.0.1:{port}"
+    config = {"FEATURE_SECURITY_SCANNER": True, "SECURITY_SCANNER_V4_ENDPOINT": scanner_url,
+              "SECURITY_SCANNER_V4_PSK": PSK, "SECURITY_SCANNER_INDEXING_INTERVAL": 1}
+    layout = tmp_path / "image"
+    digest = write_oci_image(layout, [python_layer().blob])
+    with quaymaster_server(tmp_path / "registry", config=config, args=("--workers", "1")) as server:
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as web:
+            down = web.get("/health/endtoend")
+            assert down.status_code == 503
+            assert down.json()["data"]["services"] == {"database": True, "storage": True,
+                                                       "security_scanner": False}
+            instance = web.get("/health/instance")
+            assert instance.status_code == 200 and instance.json()["data"]["services"]["security_scanner"] is False
+
+            server.create_user(ADMIN, PASSWORD, "admin@example.com")
+            skopeo.copy(f"oci:{layout}:latest", f"docker://{server.host}/{ADMIN}/early:latest",
+                        dest_creds=f"{ADMIN}:{PASSWORD}")
+            assert web.post("/api/v1/signin", json={"username": ADMIN, "password": PASSWORD}).status_code == 200
+            security = f"/api/v1/repository/{ADMIN}/early/manifest/{digest}/security?vulnerabilities=true"
+            assert web.get(security).json()["status"] == "queued"
+
+            with running_scanner(tmp_path / "scanner", port):
+                deadline = time.monotonic() + 30
+                while web.get("/health/endtoend").status_code != 200:
+                    assert time.monotonic() < deadline, server.log_tail()
+                    time.sleep(0.5)
+                while (body := web.get(security).json())["status"] != "scanned":
+                    assert time.monotonic() < deadline + 30, (body, server.log_tail())
+                    time.sleep(0.5)
+            names = {v["Name"] for f in body["data"]["Layer"]["Features"] for v in f["Vulnerabilities"]}
+            assert names & {"PYSEC-2019-132", "CVE-2019-11236"}, names

@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 
 from quaymaster.accounts import orgs
 from quaymaster.accounts.models import User
+from quaymaster.accounts.tokens import InstanceKeys
 from quaymaster.content import gc
 from quaymaster.content import service as content
 from quaymaster.content.models import (
@@ -300,3 +301,22 @@ async def test_one_failing_repository_does_not_stop_the_pass(ctx, client, http, 
     monkeypatch.setattr(gc, "collect_repository", original)
     report = await gc.collect_garbage(ctx)
     assert report.failed == 0 and report.manifests == 1 and report.blobs == 2
+
+
+async def test_expired_instance_keys_are_removed_by_the_collector(ctx):
+    from quaymaster.accounts.models import ServiceKey
+    from quaymaster.workers import gc_pass
+
+    stale = InstanceKeys(ctx.db, ctx.keys.service, ctx.keys.audience, 60)
+    await stale.register()  # a restart or a one-off worker run left this one
+    admin_key = "admin-made"
+    async with ctx.db.write() as session:
+        session.add(ServiceKey(name="made in the panel", kid=admin_key, service=ctx.keys.service, jwk={},
+                               expiration_date=utcnow() - timedelta(days=30), approval_type="Super User API"))
+        await session.execute(update(ServiceKey).where(ServiceKey.kid == stale.kid)
+                              .values(expiration_date=utcnow() - timedelta(days=2)))
+    await gc_pass(ctx)
+    async with ctx.db.read() as session:
+        kids = set((await session.scalars(select(ServiceKey.kid))).all())
+    assert stale.kid not in kids
+    assert ctx.keys.kid in kids and admin_key in kids  # the live key and keys a superuser made stay

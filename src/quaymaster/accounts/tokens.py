@@ -16,7 +16,7 @@ from datetime import timedelta
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from quaymaster.accounts.models import ServiceKey
 from quaymaster.db.base import utcnow
@@ -25,6 +25,7 @@ from quaymaster.db.engine import Database
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME_S = 3600
+EXPIRED_KEY_GRACE = timedelta(days=1)  # an expired key still verifies nothing; kept a day for the panel
 LEEWAY_S = 30
 ANONYMOUS_SUBJECT = "(anonymous)"
 KEY_CACHE_S = 60
@@ -90,6 +91,15 @@ class InstanceKeys:
                 update(ServiceKey).where(ServiceKey.kid == self.kid)
                 .values(expiration_date=utcnow() + self.expiration)
             )
+
+    async def delete_expired(self, grace: timedelta = EXPIRED_KEY_GRACE) -> int:
+        """Drop this service's instance keys that expired over `grace` ago: every restart and every
+        one-off worker run registers a key, and nothing else would ever remove them."""
+        async with self.db.write() as session:
+            result = await session.execute(delete(ServiceKey).where(
+                ServiceKey.service == self.service, ServiceKey.name == f"{self.service} instance key",
+                ServiceKey.approval_type == "Automatic", ServiceKey.expiration_date < utcnow() - grace))
+        return result.rowcount or 0
 
     async def refresh_forever(self, every_s: float) -> None:
         while True:

@@ -1,6 +1,8 @@
 """`quaymaster generate systemd`: the unit files parse, point at this installation and at commands
-that exist, and order after the network and the database/redis units; `systemd-analyze verify`
-accepts them (the worker template through an instance of it)."""
+that exist, and order after the network and the database/redis units (the mirror worker after the
+registry, the registry after a scanner on loopback); the scanner's config is written once, owner-only,
+with the registry's pre-shared key, and the scanner accepts it; `systemd-analyze verify` accepts
+them all (the worker template through an instance of it)."""
 
 import configparser
 import os
@@ -8,13 +10,16 @@ import shutil
 import stat
 import subprocess
 
+import yaml
 from click.testing import CliRunner
 from support.env import missing_dependency
 
 from quaymaster.cli.generate import quaymaster_executable
 from quaymaster.cli.main import main
+from quaymaster.scanner.config import load_config
 
-SERVICES = ["quaymaster-registry.service", "quaymaster-worker@.service"]
+SERVICES = ["quaymaster-registry.service", "quaymaster-worker@.service", "quaymaster-repomirror.service"]
+ALL_UNITS = [*SERVICES, "quaymaster-scanner.service"]
 
 
 def parse(path):
@@ -24,9 +29,12 @@ def parse(path):
     return parser
 
 
-def generate(tmp_path, *flags):
+def generate(tmp_path, *flags, config=None):
     out = tmp_path / "units"
     conf = tmp_path / "data" / "config"
+    if config is not None:
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "config.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(main, ["generate", "systemd", "--output-dir", str(out), "--config-dir", str(conf),
                                        *flags])
     assert result.exit_code == 0, result.output
@@ -35,12 +43,13 @@ def generate(tmp_path, *flags):
 
 def test_plain_units(tmp_path):
     out, conf, _ = generate(tmp_path)
-    assert sorted(p.name for p in out.iterdir()) == sorted(SERVICES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(ALL_UNITS)
     exe = quaymaster_executable()
     assert exe.is_absolute() and os.access(exe, os.X_OK)
-    for name, command in zip(SERVICES, ["registry", "worker %i"]):
+    for name, command in zip(SERVICES, ["registry", "worker %i", "repomirror"]):
         unit = parse(out / name)
-        assert unit["Unit"]["After"] == "network-online.target"
+        after = "network-online.target" + (" quaymaster-registry.service" if command == "repomirror" else "")
+        assert unit["Unit"]["After"] == after
         assert unit["Unit"]["Wants"] == "network-online.target"
         assert unit["Service"]["Restart"] == "on-failure"
         assert unit["Service"]["ExecStart"] == f"{exe} {command} --config-dir {conf.resolve()}"
@@ -49,6 +58,42 @@ def test_plain_units(tmp_path):
         subcommand = command.split()[0]
         assert subcommand in main.commands, subcommand
     assert parse(out / "quaymaster-worker@.service")["Unit"]["Description"] == "Quaymaster background worker %i"
+    scanner = parse(out / "quaymaster-scanner.service")
+    assert scanner["Service"]["ExecStart"] == f"{exe} scanner --config {conf.resolve() / 'scanner.yaml'}"
+    assert scanner["Service"]["Restart"] == "on-failure"
+    assert "scanner" in main.commands
+
+
+def test_scanner_config_matches_the_registry_and_is_kept(tmp_path):
+    psk = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY="
+    out, conf, output = generate(tmp_path, config={
+        "SERVER_HOSTNAME": "quay.example:8443", "PREFERRED_URL_SCHEME": "https", "FEATURE_SECURITY_SCANNER": True,
+        "SECURITY_SCANNER_V4_ENDPOINT": "http://localhost:8082", "SECURITY_SCANNER_V4_PSK": psk,
+        "FEATURE_REPO_MIRROR": True})
+    path = conf / "scanner.yaml"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # it holds the key
+    parsed = load_config(path)  # the scanner starts from it
+    assert parsed.http_listen_addr == ("127.0.0.1", 8082)
+    raw = yaml.safe_load(path.read_text())
+    assert raw["auth"]["psk"] == {"key": psk, "iss": ["quay"]}
+    assert raw["notifier"]["webhook"]["target"] == "https://quay.example:8443/secscan/notification"
+    assert raw["indexer"]["connstring"] == f"sqlite:///{conf.parent / 'scanner.db'}"
+    # A scanner on loopback: the registry starts after it and both are enabled.
+    registry = parse(out / "quaymaster-registry.service")
+    assert registry["Unit"]["Wants"] == "network-online.target quaymaster-scanner.service"
+    assert "enable --now quaymaster-scanner.service quaymaster-registry.service" in output
+    assert "quaymaster-repomirror.service runs repository mirroring" in output
+    # The admin's edits survive generating again.
+    path.write_text(path.read_text().replace("log_level: info", "log_level: debug"))
+    generate(tmp_path)
+    assert "log_level: debug" in path.read_text()
+
+
+def test_scanner_without_a_key_gets_one_to_copy(tmp_path):
+    _, conf, output = generate(tmp_path, "--with-postgres")
+    raw = yaml.safe_load((conf / "scanner.yaml").read_text())
+    assert f"SECURITY_SCANNER_V4_PSK: {raw['auth']['psk']['key']}" in output
+    assert raw["indexer"]["connstring"].startswith("postgresql://quay:")
 
 
 def test_no_workers_moves_them_to_the_template(tmp_path):
@@ -61,7 +106,7 @@ def test_no_workers_moves_them_to_the_template(tmp_path):
     params = {p.name for p in main.commands["registry"].params}
     assert "no_workers" in params
     (choices,) = [p.type.choices for p in main.commands["worker"].params if p.name == "name"]
-    assert {"gc", "replication"} <= set(choices)
+    assert {"gc", "replication", "securityworker"} <= set(choices)
 
 
 def test_with_postgres_and_redis(tmp_path):
@@ -69,7 +114,8 @@ def test_with_postgres_and_redis(tmp_path):
     deps = "network-online.target quaymaster-postgres.service quaymaster-redis.service"
     for name in SERVICES:
         unit = parse(out / name)
-        assert unit["Unit"]["After"] == deps and unit["Unit"]["Wants"] == deps
+        after = deps + (" quaymaster-registry.service" if name == "quaymaster-repomirror.service" else "")
+        assert unit["Unit"]["After"] == after and unit["Unit"]["Wants"] == deps
         assert unit["Service"]["User"] == "quay"
     for name, image in (("postgres", "postgres:15"), ("redis", "redis:7")):
         unit = parse(out / f"quaymaster-{name}.service")
@@ -100,3 +146,13 @@ def test_systemd_analyze_verify_accepts_them(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     noise = [line for line in (result.stdout + result.stderr).splitlines() if "quaymaster" in line]
     assert noise == [], noise
+
+
+def test_scanner_shares_the_registry_database(tmp_path):
+    uri = "postgresql://quay:pw@db.example:5432/quay"
+    _, conf, _ = generate(tmp_path, config={"DB_URI": uri})
+    assert yaml.safe_load((conf / "scanner.yaml").read_text())["indexer"]["connstring"] == uri
+    (conf / "scanner.yaml").unlink()
+    generate(tmp_path, config={"DB_URI": "sqlite:////var/lib/quaymaster/quaymaster.db"})
+    raw = yaml.safe_load((conf / "scanner.yaml").read_text())
+    assert raw["indexer"]["connstring"] == "sqlite:////var/lib/quaymaster/scanner.db"
