@@ -102,6 +102,10 @@ async def test_description_visibility_and_state(http, ctx):
     assert view["description"] == "Our web image" and view["is_public"] is True
     assert view["state"] == "READ_ONLY" and view["can_write"] is False and view["can_admin"] is True
     assert_error(await http.put(f"{REPO}/alice/web/changestate", json={"state": "BROKEN"}, headers=csrf), 400)
+    # As in Quay, only a registry with FEATURE_REPO_MIRROR lets a repository become a mirror.
+    refused = await http.put(f"{REPO}/alice/web/changestate", json={"state": "MIRROR"}, headers=csrf)
+    assert_error(refused, 400)
+    assert "FEATURE_REPO_MIRROR" in refused.json()["error_message"]
     assert_error(await http.post(f"{REPO}/alice/web/changevisibility", json={"visibility": "x"}, headers=csrf), 400)
     assert await log_kinds(ctx, rid) == ["set_repo_description", "change_repo_visibility", "change_repo_state"]
     # Public now: anyone reads it, nobody else changes it.

@@ -241,6 +241,14 @@ async def test_read_only_repository_refuses_tag_changes_in_place(ctx, http, repo
     assert "Delete tag" not in (await http.get("/repository/alice/private?tab=tags")).text
 
 
+async def test_mirror_state_needs_mirroring_enabled(ctx, http, repos):
+    token = await browser_session(http, "alice")
+    settings = (await http.get("/repository/alice/private?tab=settings")).text
+    assert 'value="READ_ONLY"' in settings and 'value="MIRROR"' not in settings
+    r = await http.post("/repository/alice/private/state", data={"_csrf_token": token, "state": "MIRROR"})
+    assert r.status_code == 400 and "FEATURE_REPO_MIRROR" in r.text
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 SETTINGS_POSTS = {

@@ -204,6 +204,8 @@ async def change_visibility(request: Request, namespace: str, name: str, body: C
 async def change_state(request: Request, namespace: str, name: str, body: ChangeState,
                        identity: Identity = Depends(signed_in)):
     repo, _ = await repo_access(request, identity, namespace, name, "admin")
+    if body.state == "MIRROR" and not ctx_of(request).settings.FEATURE_REPO_MIRROR:
+        raise ApiError(400, repositories.MIRROR_DISABLED)
     async with ctx_of(request).db.write() as session:
         await repositories.set_state(session, repo.id, RepositoryState[body.state])
     audit(request, "change_repo_state", repo, identity, state_changed=body.state)

@@ -57,6 +57,10 @@ async def set_visibility(session: AsyncSession, repo_id: int, visibility: str) -
     await session.execute(update(Repository).where(Repository.id == repo_id).values(visibility=visibility))
 
 
+# Quay's rule: only a registry that mirrors lets a repository become a mirror.
+MIRROR_DISABLED = "Unable to set the repository to MIRROR state: repository mirroring is not enabled (FEATURE_REPO_MIRROR)"
+
+
 async def set_state(session: AsyncSession, repo_id: int, state: RepositoryState) -> None:
     await session.execute(update(Repository).where(Repository.id == repo_id).values(state=int(state)))
 

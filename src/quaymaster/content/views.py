@@ -355,7 +355,9 @@ async def _settings_context(request: Request, repo: RepoRef, owner) -> dict:
         robot_names = [r.username for r, _ in await robots.list_robots(session, owner, limit=200)]
         team_names = [t.name for t in await orgs.list_teams(session, owner)] if owner.organization else []
     return {"user_perms": user_perms, "team_perms": team_perms, "robot_names": robot_names, "team_names": team_names,
-            "roles": ROLES, "states": STATES}
+            "roles": ROLES,
+            "states": [st for st in STATES if st != "MIRROR" or ctx_of(request).settings.FEATURE_REPO_MIRROR
+                       or repo.state == RepositoryState.MIRROR]}
 
 
 async def repository_page(request: Request, *, status: int = 200, extra: dict | None = None) -> Response:
@@ -548,6 +550,8 @@ async def set_state(request: Request) -> Response:
     state = _field(form, "state", 16)
     if state not in STATES:
         return await _fail(request, "settings", "Choose NORMAL, READ_ONLY or MIRROR.")
+    if state == "MIRROR" and not ctx_of(request).settings.FEATURE_REPO_MIRROR:
+        return await _fail(request, "settings", repositories.MIRROR_DISABLED + ".")
     async with ctx_of(request).db.write() as session:
         await repositories.set_state(session, repo.id, RepositoryState[state])
     audit(request, "change_repo_state", repo, identity, state_changed=state)
