@@ -62,7 +62,7 @@ async def _serve(config, mode: str) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default=lambda: os.environ.get("CLAIR_CONF") or None,
               help="Clair-style YAML config (env CLAIR_CONF). Without one: combo mode on 127.0.0.1:8081, "
-                   "SQLite under ./quaymaster-scanner-data/, no updaters.")
+                   "SQLite under ./quaymaster-scanner-data/, the default feeds (osv, debian, alpine).")
 @click.option("--mode", type=click.Choice(["combo", "indexer", "matcher", "notifier"]),
               default=lambda: os.environ.get("CLAIR_MODE") or "combo", show_default="combo",
               help="Which services to run (env CLAIR_MODE).")

@@ -19,6 +19,10 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# The updaters with public feed addresses (clair.cvss needs a `url`: NVD has no single file).
+DEFAULT_UPDATER_SETS = ("osv", "debian", "alpine")
+
+
 class ConfigError(ValueError):
     """A config value we cannot use; the CLI prints it on one line and exits 2."""
 
@@ -166,8 +170,8 @@ def parse_config(raw: dict[str, Any] | None, *, data_dir: Path | None = None) ->
         raise ConfigError(f"log_level: unknown level {log_level!r}")
 
     sets = updaters.get("sets")
-    if sets is None:
-        sets = []
+    if sets is None:  # as in Clair: absent means the default set; [] means none
+        sets = list(DEFAULT_UPDATER_SETS)
     if isinstance(sets, str) or not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
         raise ConfigError("updaters.sets: expected a list of updater names")
     from quaymaster.scanner.feeds.registry import KNOWN_UPDATERS

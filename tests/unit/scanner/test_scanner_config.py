@@ -13,7 +13,8 @@ def test_defaults_without_config(tmp_path, monkeypatch):
     assert cfg.http_listen_addr == ("127.0.0.1", 8081)
     assert cfg.indexer_url == f"sqlite+aiosqlite:///{tmp_path}/quaymaster-scanner-data/scanner.db"
     assert cfg.matcher_url == cfg.indexer_url == cfg.notifier_url
-    assert cfg.updater_sets == [] and cfg.psk_key is None
+    assert cfg.updater_sets == ["osv", "debian", "alpine"] and cfg.psk_key is None  # Clair's default sets
+    assert parse_config({"updaters": {"sets": []}}, data_dir=tmp_path).updater_sets == []  # an explicit empty list means none
 
 
 def test_full_config(tmp_path):
