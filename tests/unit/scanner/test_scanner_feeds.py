@@ -4,11 +4,21 @@ import asyncio
 import gzip
 import zipfile
 
+import pytest
+from sqlalchemy import func, select
 from support.scannerimages import DATA
 
+from quaymaster.scanner.db import ScannerDB
 from quaymaster.scanner.feeds import alpine, debian, nvd, osv
+from quaymaster.scanner.feeds.runner import BATCH, run_one
 from quaymaster.scanner.feeds.severity import from_cvss_score, from_debian_urgency
-from quaymaster.scanner.feeds.source import fingerprint, read_location
+from quaymaster.scanner.feeds.source import (
+    FeedError,
+    FeedFile,
+    fingerprint,
+    read_location,
+)
+from quaymaster.scanner.models import update_operation, vulnerability
 
 
 def _files(location):
@@ -45,7 +55,7 @@ def test_osv_go_json_and_zip(tmp_path):
 
 
 def test_debian_tracker_excerpt():
-    rows = debian.parse(_files(DATA / "debian" / "tracker-excerpt.json"))
+    rows = list(debian.parse(_files(DATA / "debian" / "tracker-excerpt.json")))
     assert rows and all(r["version_kind"] == "dpkg" and r["package_kind"] == "source" for r in rows)
     assert not [r for r in rows if r["fixed_in_version"] == "0"]  # "0" means never affected
     proto = [r for r in rows if r["name"] == "CVE-2008-7220" and r["dist_version_code_name"] == "buster"]
@@ -84,3 +94,32 @@ def test_fingerprint_changes_only_with_content(tmp_path):
     assert fingerprint(_files(f"file://{tmp_path}")) == first
     (tmp_path / "a.json").write_text('{"x": 1}')
     assert fingerprint(_files(tmp_path)) != first
+
+
+def test_debian_feed_is_read_as_a_stream_and_bad_json_is_a_feed_error():
+    rows = debian.parse(_files(DATA / "debian" / "tracker-excerpt.json"))
+    assert not isinstance(rows, list) and next(rows)["updater"] == "debian"  # rows come one by one
+    with pytest.raises(FeedError, match="not JSON"):
+        list(debian.parse([FeedFile("debian.json", b'{"pkg": {"CVE-1": {"releases": ')]))
+    with pytest.raises(FeedError, match="expected an object"):
+        list(debian.parse([FeedFile("debian.json", b"[1, 2]")]))
+
+
+async def test_a_feed_broken_half_way_keeps_the_previous_operation(tmp_path):
+    db = ScannerDB(f"sqlite+aiosqlite:///{tmp_path / 'scanner.db'}")
+    await db.create_schema()
+    good = tmp_path / "good.json"
+    good.write_bytes((DATA / "debian" / "tracker-excerpt.json").read_bytes())
+    first = await run_one(db, "debian", {"url": str(good)})
+    assert first.outcome == "new" and first.count > 0
+    # Valid for more than one batch of rows, then cut off: the rows already inserted must go.
+    entry = '{"releases": {"bookworm": {"status": "open", "urgency": "low"}}}'
+    body = ", ".join(f'"pkg{i}": {{"CVE-2020-{i}": {entry}}}' for i in range(BATCH + 10))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{" + body + ', "pkgX": {')
+    second = await run_one(db, "debian", {"url": str(broken)})
+    assert second.outcome == "error" and "not JSON" in second.message
+    async with db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(update_operation))).scalar() == 1
+        assert (await conn.execute(select(func.count()).select_from(vulnerability))).scalar() == first.count
+    await db.engine.dispose()

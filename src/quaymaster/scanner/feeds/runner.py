@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 
 from sqlalchemy import delete, func, insert, select
 
@@ -39,6 +41,10 @@ class UpdateResult:
         return f"{self.updater}: failed: {self.message}"
 
 
+def _take(rows: Iterator[dict]) -> list[dict]:
+    return list(islice(rows, BATCH))
+
+
 def _vuln_row(row: dict, uo_id: int, updater: str) -> dict:
     out = {name: str(row.get(name) or _TEXT_DEFAULTS[name]) for name in _VULN_COLUMNS}
     out["updater"] = updater
@@ -62,22 +68,42 @@ async def run_one(db: ScannerDB, name: str, config: dict, *, retention: int = 2)
         if latest == fp:
             UPDATER_RUNS.labels(updater=name, outcome="unchanged").inc()
             return UpdateResult(name, "unchanged")
-        rows = await asyncio.to_thread(spec.parse, files)
+        rows = iter(spec.parse(files))  # parsers may stream: rows are taken BATCH at a time
+        first = await asyncio.to_thread(_take, rows)
     except FeedError as err:
-        UPDATER_RUNS.labels(updater=name, outcome="error").inc()
-        log.warning("updater %s failed: %s", name, err)
-        return UpdateResult(name, "error", message=str(err))
+        return _failed(name, err)
+    try:
+        ref, count = await _store(db, spec, name, fp, first, rows, retention)
+    except FeedError as err:  # malformed half-way: the transaction rolled back, the old data stays
+        return _failed(name, err)
+    UPDATER_RUNS.labels(updater=name, outcome="new").inc()
+    log.info("updater %s: update operation %s with %d records", name, ref, count)
+    return UpdateResult(name, "new", ref=ref, count=count)
+
+
+def _failed(name: str, err: FeedError) -> UpdateResult:
+    UPDATER_RUNS.labels(updater=name, outcome="error").inc()
+    log.warning("updater %s failed: %s", name, err)
+    return UpdateResult(name, "error", message=str(err))
+
+
+async def _store(db: ScannerDB, spec, name: str, fp: str, first: list[dict], rows: Iterator[dict],
+                 retention: int) -> tuple[str, int]:
+    """One transaction: the new operation with every row, and the oldest operations dropped."""
     ref = str(uuid.uuid4())
+    count = 0
     async with db.write() as conn:
         uo_id = (await conn.execute(insert(update_operation).values(
             ref=ref, updater=name, fingerprint=fp, date=datetime.now(UTC), kind=spec.kind,
         ).returning(update_operation.c.id))).scalar_one()
-        for start in range(0, len(rows), BATCH):
-            chunk = rows[start:start + BATCH]
+        chunk = first
+        while chunk:
+            count += len(chunk)
             if spec.kind == "enrichment":
                 await conn.execute(insert(enrichment), [{"uo_id": uo_id, **r} for r in chunk])
             else:
                 await conn.execute(insert(vulnerability), [_vuln_row(r, uo_id, name) for r in chunk])
+            chunk = await asyncio.to_thread(_take, rows)
         # Keep the newest `retention` operations of this updater (the notifier diffs the last two).
         keep = select(update_operation.c.id).where(update_operation.c.updater == name).order_by(
             update_operation.c.id.desc()).limit(retention).scalar_subquery()
@@ -87,9 +113,7 @@ async def run_one(db: ScannerDB, name: str, config: dict, *, retention: int = 2)
             await conn.execute(delete(vulnerability).where(vulnerability.c.uo_id.in_(old)))
             await conn.execute(delete(enrichment).where(enrichment.c.uo_id.in_(old)))
             await conn.execute(delete(update_operation).where(update_operation.c.id.in_(old)))
-    UPDATER_RUNS.labels(updater=name, outcome="new").inc()
-    log.info("updater %s: update operation %s with %d records", name, ref, len(rows))
-    return UpdateResult(name, "new", ref=ref, count=len(rows))
+    return ref, count
 
 
 async def run_updaters(db: ScannerDB, sets: list[str], configs: dict[str, dict], *,
